@@ -1,0 +1,214 @@
+"""Typed settings, read from ``CHITRAM_*`` environment variables and an optional ``.env``.
+
+Each section is a small pydantic-settings class; :class:`Settings` groups them. Tests build
+``Settings`` directly with their own sections instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CHITRAM_"
+SECRET_FILE_NAME = "secret_key"
+# Values that appear in examples and docs; production must never run with them.
+UNSAFE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
+MIN_SECRET_LENGTH = 32
+
+
+class UnsafeSettingsError(RuntimeError):
+    """The configuration must not be used as it is; the message names the variable to fix."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+
+class ServerSettings(_Section):
+    env: Environment = Environment.DEVELOPMENT
+    """`development` (the default) or `production` (refuses unsafe values)."""
+    secret_key: str = ""
+    """Signs tokens and URLs. Required in production; generated into DATA_DIR in development."""
+    public_url: str = ""
+    """Base URL that links are built from, e.g. https://img.example.com. Empty: taken from each request."""
+    data_dir: Path = Path("data")
+    """Folder for the embedded database, stored files and the generated development secret."""
+    host: str = "127.0.0.1"
+    """Address `chitram` listens on."""
+    port: int = 8000
+    """Port `chitram` listens on."""
+    workers: int = 1
+    """Number of granian worker processes."""
+
+
+class DatabaseSettings(_Section):
+    database_url: str = ""
+    """SQLAlchemy URL (postgresql+asyncpg://… or sqlite+aiosqlite:///…). Empty: SQLite in DATA_DIR."""
+    database_pool_size: int = 10
+    """Connections kept open per worker (PostgreSQL only)."""
+
+
+class StorageBackend(StrEnum):
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+
+
+class StorageSettings(_Section):
+    storage_backend: StorageBackend = StorageBackend.FILESYSTEM
+    """`filesystem` (a local folder) or `s3` (any S3-compatible server, e.g. MinIO)."""
+    storage_path: Path | None = None
+    """Folder for the filesystem backend. Empty: DATA_DIR/objects."""
+    s3_endpoint: str = ""
+    """S3 server as host:port, e.g. minio:9000."""
+    s3_access_key: str = ""
+    """S3 access key."""
+    s3_secret_key: str = ""
+    """S3 secret key."""
+    s3_bucket: str = "chitram"
+    """Bucket for images; created on start when missing."""
+    s3_secure: bool = False
+    """Use HTTPS to reach the S3 server."""
+    s3_region: str | None = None
+    """S3 region, when the server wants one."""
+    s3_timeout_seconds: float = 10.0
+    """Connect/read timeout for one S3 request; a hanging server fails requests after this."""
+
+    @model_validator(mode="after")
+    def _s3_needs_endpoint(self) -> StorageSettings:
+        if self.storage_backend is StorageBackend.S3 and not self.s3_endpoint:
+            raise ValueError("CHITRAM_STORAGE_BACKEND=s3 needs CHITRAM_S3_ENDPOINT (host:port)")
+        return self
+
+
+class CacheSettings(_Section):
+    redis_url: str = ""
+    """Redis URL for cache, sessions and rate limits. Empty: in-process memory (one process only)."""
+    cache_ttl_seconds: int = 3600
+    """How long image metadata stays cached."""
+
+
+class UploadSettings(_Section):
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    """Largest accepted upload in bytes (default 25 MiB)."""
+    max_pixels: int = Field(default=50_000_000, gt=0)
+    """Largest accepted frame in pixels (width × height)."""
+    max_frames: int = Field(default=1000, gt=0)
+    """Most frames accepted in an animation."""
+    max_total_pixels: int = Field(default=250_000_000, gt=0)
+    """Most pixels accepted across all frames of an animation."""
+    processing_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    """Images decoded at once per worker; more wait their turn. Default: number of cores."""
+
+
+class HealthSettings(_Section):
+    health_timeout_seconds: float = 2.0
+    """Each readiness check (database, storage, cache) fails after this many seconds."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section of the configuration."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    upload: UploadSettings = field(default_factory=UploadSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls()
+
+    @property
+    def is_production(self) -> bool:
+        return self.server.env is Environment.PRODUCTION
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir.expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.database_url:
+            return self.database.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'chitram.db'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def storage_path(self) -> Path:
+        return (self.storage.storage_path or self.data_dir / "objects").expanduser().resolve()
+
+    @property
+    def request_body_limit(self) -> int:
+        """Cap for any request body: the upload limit plus room for multipart framing and fields."""
+        return self.upload.max_upload_bytes + 64 * 1024
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """Return the secret key, refusing unsafe ones in production and creating one in development."""
+    configured = settings.server.secret_key.strip()
+    if settings.is_production:
+        if configured.lower() in UNSAFE_SECRETS or len(configured) < MIN_SECRET_LENGTH:
+            raise UnsafeSettingsError(
+                "CHITRAM_SECRET_KEY is missing, a placeholder or shorter than "
+                f"{MIN_SECRET_LENGTH} characters; set it to a random value, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return configured
+    if configured:
+        return configured
+    return _development_secret(settings.data_dir)
+
+
+def _development_secret(data_dir: Path) -> str:
+    """Generate the development secret once and keep it, so links stay valid across restarts."""
+    path = data_dir / SECRET_FILE_NAME
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: when several workers start at once, exactly one writes the file.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def check_production_settings(settings: Settings) -> None:
+    """Fail fast on values that are unsafe or that cannot work across several replicas."""
+    if not settings.is_production:
+        return
+    resolve_secret_key(settings)
+    problems: list[str] = []
+    if settings.storage.storage_backend is StorageBackend.S3:
+        for name in ("s3_access_key", "s3_secret_key"):
+            if not getattr(settings.storage, name):
+                problems.append(f"CHITRAM_{name.upper()} is required with CHITRAM_STORAGE_BACKEND=s3")
+    if problems:
+        raise UnsafeSettingsError("; ".join(problems))
+
+
