@@ -1,0 +1,8 @@
+"""Chitram: a self-hosted image host."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("chitram")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

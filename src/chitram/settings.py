@@ -87,7 +87,7 @@ class StorageSettings(_Section):
     """Use HTTPS to reach the S3 server."""
     s3_region: str | None = None
     """S3 region, when the server wants one."""
-    s3_timeout_seconds: float = 10.0
+    s3_timeout_seconds: float = 5.0
     """Connect/read timeout for one S3 request; a hanging server fails requests after this."""
 
     @model_validator(mode="after")

@@ -1,0 +1,116 @@
+"""create_app(settings): the one place where routes, stores, storage and lifespan are wired."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chitram import __version__
+from chitram.db import Database, upgrade_to_head
+from chitram.errors import exception_handlers
+from chitram.images.api import ImageController
+from chitram.images.processing import ImageLimits, ImageProcessor
+from chitram.images.services import ImageService
+from chitram.images.views import ImagePages
+from chitram.settings import Settings, check_production_settings, resolve_secret_key
+from chitram.storage import ObjectStorage, StorageUnavailable, create_storage
+from chitram.stores import SafeCache, create_stores
+from chitram.system.health import HealthChecker, HealthController
+
+logger = logging.getLogger(__name__)
+
+
+def frontend_dir() -> Path:
+    """Templates and static files: inside the installed wheel, or at the repository root."""
+    packaged = Path(__file__).parent / "frontend"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "frontend"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    check_production_settings(settings)
+    secret_key = resolve_secret_key(settings)
+    database = Database.from_settings(settings)
+    storage = create_storage(settings)
+    stores = create_stores(settings)
+    cache = SafeCache(stores.cache, ttl_seconds=settings.cache.cache_ttl_seconds)
+    processor = ImageProcessor(
+        limits=ImageLimits(
+            max_pixels=settings.upload.max_pixels,
+            max_frames=settings.upload.max_frames,
+            max_total_pixels=settings.upload.max_total_pixels,
+        ),
+        concurrency=settings.upload.processing_concurrency,
+    )
+    health = HealthChecker(database, storage, stores, settings.health.health_timeout_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        if settings.is_embedded_database:
+            # The embedded shape migrates its own data dir; production migrates as its own step.
+            await anyio.to_thread.run_sync(upgrade_to_head, settings)
+        await _prepare_storage(storage)
+        try:
+            yield
+        finally:
+            await storage.close()
+            await stores.close()
+            await database.dispose()
+
+    def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
+        return ImageService(db_session, storage=storage, cache=cache, processor=processor)
+
+    templates = frontend_dir() / "templates"
+    return Litestar(
+        route_handlers=[
+            ImageController,
+            ImagePages,
+            HealthController,
+            create_static_files_router(path="/static", directories=[frontend_dir() / "static"], include_in_schema=False),
+        ],
+        dependencies={
+            "db_session": Provide(database.session),
+            "image_service": Provide(provide_image_service, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        template_config=TemplateConfig(directory=templates, engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="Chitram",
+            version=__version__,
+            description="Upload, share and browse images.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        request_max_body_size=settings.request_body_limit,
+        state=State({"settings": settings, "secret_key": secret_key, "health": health, "database": database,
+               "storage": storage, "stores": stores, "cache": cache, "processor": processor}),
+        debug=False,
+    )
+
+
+async def _prepare_storage(storage: ObjectStorage) -> None:
+    try:
+        await storage.ensure_ready()
+    except StorageUnavailable:
+        # Start anyway: readiness reports storage as down until it answers.
+        logger.warning("storage is not answering at start; /health/ready will say so", exc_info=True)
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for granian (`--factory`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(Settings.from_env())

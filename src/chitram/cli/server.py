@@ -1,0 +1,55 @@
+"""`chitram`: serve the app with granian. With no configuration it runs the embedded shape."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from chitram.db import upgrade_to_head
+from chitram.settings import Settings, UnsafeSettingsError, check_production_settings, resolve_secret_key
+
+
+def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chitram",
+        description="Serve Chitram. Settings come from CHITRAM_* variables (see .env.example); "
+        "with none set it keeps everything in ./data (SQLite, files, memory cache).",
+    )
+    parser.add_argument("--host", default=settings.server.host, help="address to listen on (CHITRAM_HOST)")
+    parser.add_argument("--port", type=int, default=settings.server.port, help="port to listen on (CHITRAM_PORT)")
+    parser.add_argument(
+        "--workers", type=int, default=settings.server.workers, help="worker processes (CHITRAM_WORKERS)"
+    )
+    parser.add_argument("--reload", action="store_true", help="restart when the code changes (development)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = Settings.from_env()
+    args = parse_args(argv, settings)
+    try:
+        check_production_settings(settings)
+        resolve_secret_key(settings)
+    except UnsafeSettingsError as exc:
+        sys.exit(f"chitram: refusing to start: {exc}")
+    if settings.is_embedded_database:
+        upgrade_to_head(settings)
+    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    print(f"Chitram is starting on http://{shown_host}:{args.port}/ (data in {settings.data_dir})", flush=True)
+    Granian(
+        "chitram.app:create_app_from_env",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        log_access=False,
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Database wiring: metadata, engine and sessions, and where the migrations live."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.base import orm_registry
+from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig, SQLAlchemyAsyncConfig
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from chitram.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
+
+
+def _engine_options(settings: Settings) -> dict[str, Any]:
+    if settings.is_embedded_database:
+        # Writers wait for each other instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    return {
+        "pool_size": settings.database.database_pool_size,
+        "max_overflow": settings.database.database_pool_size,
+        # A dead connection (database restarted) is replaced instead of failing a request.
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+        "connect_args": {"timeout": 5, "command_timeout": 30},
+    }
+
+
+def build_alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    """advanced-alchemy's config: used for the engine and by `chitram-admin db …`."""
+    from advanced_alchemy.config import EngineConfig
+
+    options = _engine_options(settings)
+    return SQLAlchemyAsyncConfig(
+        connection_string=settings.database_url,
+        engine_config=EngineConfig(**options),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name=VERSION_TABLE,
+            render_as_batch=True,
+            script_config=str(MIGRATIONS_DIR / "alembic.ini"),
+        ),
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers go on while one upload writes; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@dataclass
+class Database:
+    """The engine and session factory of one app instance."""
+
+    config: SQLAlchemyAsyncConfig
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        if settings.is_embedded_database:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        config = build_alchemy_config(settings)
+        engine = config.get_engine()
+        if settings.is_embedded_database:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        return cls(config=config, engine=engine, sessions=sessions)
+
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A request-scoped session (Litestar dependency); services decide when to commit."""
+        async with self.sessions() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def load_metadata() -> MetaData:
+    """The metadata of every table; importing the feature model modules registers them."""
+    from chitram.images import models as _images  # noqa: F401
+
+    return orm_registry.metadata
+
+
+def upgrade_to_head(settings: Settings) -> None:
+    """Apply every migration (sync: Alembic runs its own event loop).
+
+    A lock file keeps several workers starting at once from migrating the same SQLite file
+    together; PostgreSQL deployments migrate in their own step before the app starts.
+    """
+    from advanced_alchemy.alembic.commands import AlembicCommands
+
+    commands = AlembicCommands(sqlalchemy_config=build_alchemy_config(settings))
+    if not settings.is_embedded_database:
+        commands.upgrade(revision="head")
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.data_dir / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            commands.upgrade(revision="head")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

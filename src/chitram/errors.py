@@ -1,0 +1,224 @@
+"""Exceptions → RFC 9457 problem+json for the API, a small HTML page for everything else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.response import Template
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ExceptionHandlersMap
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from chitram.images.processing import ImageRejected
+from chitram.storage import StorageConfigError, StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+RETRY_AFTER_SECONDS = 30
+
+
+class ChitramError(Exception):
+    """An error a client can act on: it carries its status and a message that says what to do."""
+
+    status_code: int = 400
+    problem_type: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class NotFoundError(ChitramError):
+    status_code = 404
+    problem_type = "not-found"
+    title = "Not found"
+
+
+class ForbiddenError(ChitramError):
+    status_code = 403
+    problem_type = "forbidden"
+    title = "Forbidden"
+
+
+class PayloadTooLargeError(ChitramError):
+    status_code = 413
+    problem_type = "payload-too-large"
+    title = "Upload too large"
+
+
+class InvalidRequestError(ChitramError):
+    status_code = 400
+    problem_type = "invalid-request"
+    title = "Invalid request"
+
+
+class DependencyUnavailableError(ChitramError):
+    status_code = 503
+    problem_type = "service-unavailable"
+    title = "Service temporarily unavailable"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    if request.url.path.startswith("/api/"):
+        return True
+    accept = request.headers.get("accept", "")
+    return "json" in accept and "html" not in accept
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    problem_type: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> Response[Any]:
+    if not _wants_json(request):
+        return Template(
+            template_name="error.html",
+            context={"status": status, "title": title, "detail": detail},
+            status_code=status,
+            headers=headers,
+            media_type=MediaType.HTML,
+        )  # type: ignore[return-value]
+    body = Problem(
+        type=PROBLEM_BASE + problem_type,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _http_exception_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    detail = exc.detail
+    errors: list[dict[str, Any]] | None = None
+    problem_type = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(status, "http-error")
+    title = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}.get(status, "Request failed")
+    if status == 404:
+        detail = f"nothing is at {request.url.path}; check the address (the API lives under /api/v1)"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        limit = request.app.state.settings.upload.max_upload_bytes
+        detail = f"the request body is larger than the upload limit of {format_bytes(limit)}; send a smaller file"
+    elif isinstance(exc, ValidationException):
+        problem_type, title = "validation-error", "Invalid request"
+        errors = exc.extra if isinstance(exc.extra, list) else None
+        detail = _validation_detail(exc)
+    elif isinstance(exc, NotAuthorizedException):
+        problem_type, title = "not-authorized", "Not authorized"
+    return problem_response(
+        request,
+        status=status,
+        problem_type=problem_type,
+        title=title,
+        detail=detail,
+        headers=exc.headers,
+        errors=errors,
+    )
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    if isinstance(exc.extra, list) and exc.extra:
+        parts = []
+        for item in exc.extra:
+            if isinstance(item, dict):
+                key = item.get("key") or item.get("source") or "request"
+                parts.append(f"{key}: {item.get('message', 'invalid value')}")
+        if parts:
+            return "; ".join(parts) + "; fix these and send the request again"
+    return f"{exc.detail}; fix the request and send it again"
+
+
+def format_bytes(size: int) -> str:
+    mib = size / (1024 * 1024)
+    if mib >= 1:
+        return f"{mib:g} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
+    return f"{size / 1024:.0f} KiB"
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The one exception handler: maps every error to a problem (API) or an error page (UI)."""
+    if isinstance(exc, ChitramError | ImageRejected):
+        return problem_response(
+            request,
+            status=exc.status_code,
+            problem_type=exc.problem_type,
+            title=exc.title,
+            detail=exc.detail,
+            headers=getattr(exc, "headers", None),
+        )
+    if isinstance(exc, HTTPException):
+        return _http_exception_problem(request, exc)
+    if isinstance(exc, StorageUnavailable | StorageConfigError | OperationalError | PoolTimeoutError | RedisError):
+        return _unavailable(request, exc)
+    if isinstance(exc, DBAPIError) and _is_database_outage(exc):
+        return _unavailable(request, exc)
+    if isinstance(exc, OSError | TimeoutError):
+        return _unavailable(request, exc)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        problem_type="internal-error",
+        title="Internal server error",
+        detail="something went wrong on our side; try again, and tell the operator if it keeps happening",
+    )
+
+
+# SQLSTATE classes that mean "the database is not there right now", not "the query is wrong":
+# connection exceptions, insufficient resources, operator intervention (shutdown, restart),
+# and 55000 (e.g. a database that is not accepting connections).
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "53", "57P", "55000")
+
+
+def _is_database_outage(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.error("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        status=HTTP_503_SERVICE_UNAVAILABLE,
+        problem_type="service-unavailable",
+        title="Service temporarily unavailable",
+        detail="storage or the database is not answering; nothing was saved — try again in a minute",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+exception_handlers: ExceptionHandlersMap = {Exception: handle_exception}

@@ -1,0 +1,146 @@
+"""Serving image bytes: detected type, strong ETag, long caching, 304, Range and safe headers."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response
+from litestar.response import Stream
+
+from chitram.images.models import Visibility
+from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.storage import ObjectStorage
+
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+# Even if a browser is talked into rendering the bytes as a document, it gets no script,
+# no plugin, no same-origin access.
+SANDBOX_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UNSAFE_FILENAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/;]')
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One byte range from a Range header; None means "send it all".
+
+    Several ranges in one request are answered with the whole body, which RFC 9110 allows
+    and which spares us multipart/byteranges.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable
+        return ByteRange(max(size - suffix, 0), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable
+    return ByteRange(start, min(end, size - 1))
+
+
+def etag_for(image: CachedImage, variant: str) -> str:
+    return f'"{image.sha256}-{variant}"'
+
+
+def content_disposition(image: CachedImage, variant: str, stored: StoredVariant) -> str:
+    """RFC 6266 inline disposition: an ASCII fallback plus the UTF-8 name (RFC 5987)."""
+    extension = image.extension if variant == "original" else "webp"
+    stem = (image.original_filename or image.public_id).rsplit(".", 1)[0] or image.public_id
+    if variant != "original":
+        stem = f"{stem}-{variant}"
+    name = _UNSAFE_FILENAME_CHARS.sub("_", f"{stem}.{extension}")
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii") or f"image.{extension}"
+    fallback = fallback.replace("%", "_")
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _if_none_match(request: Request[Any, Any, Any], etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    candidates = {value.strip().removeprefix("W/") for value in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def _base_headers(image: CachedImage, variant: str, stored: StoredVariant) -> dict[str, str]:
+    cache = IMMUTABLE_CACHE if image.visibility in (Visibility.PUBLIC, Visibility.UNLISTED) else "private, no-store"
+    return {
+        "ETag": etag_for(image, variant),
+        "Cache-Control": cache,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SANDBOX_CSP,
+        "Content-Disposition": content_disposition(image, variant, stored),
+        "Accept-Ranges": "bytes",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+
+
+async def _chunks(storage: ObjectStorage, key: str, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+    if byte_range is None:
+        async for chunk in storage.read(key):
+            yield chunk
+    else:
+        async for chunk in storage.read(key, offset=byte_range.start, length=byte_range.length):
+            yield chunk
+
+
+async def serve_variant(
+    request: Request[Any, Any, Any], storage: ObjectStorage, image: CachedImage, variant: str
+) -> Response[Any]:
+    stored: StoredVariant = getattr(image, variant)
+    headers = _base_headers(image, variant, stored)
+    if _if_none_match(request, headers["ETag"]):
+        return Response(content=b"", status_code=304, headers=headers)
+    if_range = request.headers.get("if-range")
+    range_header = request.headers.get("range") if if_range in (None, headers["ETag"]) else None
+    try:
+        byte_range = parse_range(range_header, stored.size)
+    except RangeNotSatisfiable:
+        headers["Content-Range"] = f"bytes */{stored.size}"
+        return Response(content=b"", status_code=416, headers=headers)
+    status = 200
+    length = stored.size
+    if byte_range is not None:
+        status = 206
+        length = byte_range.length
+        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{stored.size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(content=b"", status_code=status, headers=headers, media_type=stored.content_type)
+    # Fail before the status line goes out if the object is gone or storage is down.
+    stream = _chunks(storage, stored.key, byte_range)
+    first = await anext(stream, b"")
+    return Stream(content=_prepend(first, stream), status_code=status, headers=headers, media_type=stored.content_type)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk

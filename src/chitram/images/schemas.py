@@ -1,0 +1,67 @@
+"""What crosses HTTP for images (msgspec), and the metadata kept in the cache."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from chitram.images.models import Visibility
+
+TitleField = Annotated[str, msgspec.Meta(max_length=200, description="Shown on the image page and used as alt text.")]
+
+
+class ImageRead(msgspec.Struct):
+    id: str
+    url: str
+    thumbnail_url: str
+    preview_url: str
+    page_url: str
+    width: int
+    height: int
+    size: int
+    content_type: str
+    sha256: str
+    title: str | None
+    visibility: Visibility
+    created_at: datetime
+
+
+class ImageCreated(ImageRead):
+    delete_token: str
+    """Shown once; send it back in the X-Delete-Token header to edit or delete the image."""
+
+
+class ImageUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    title: TitleField | msgspec.UnsetType | None = msgspec.UNSET
+    visibility: Visibility | msgspec.UnsetType = msgspec.UNSET
+
+
+class ImagePage(msgspec.Struct):
+    items: list[ImageRead]
+    next_cursor: str | None
+
+
+class StoredVariant(msgspec.Struct, frozen=True):
+    key: str
+    size: int
+    width: int
+    height: int
+    content_type: str
+
+
+class CachedImage(msgspec.Struct, frozen=True):
+    """Everything needed to serve an image and describe it, without touching the database."""
+
+    public_id: str
+    title: str | None
+    visibility: Visibility
+    original_filename: str | None
+    created_at: datetime
+    sha256: str
+    extension: str
+    original: StoredVariant
+    thumbnail: StoredVariant
+    preview: StoredVariant
+    delete_token_hash: str | None = None

@@ -1,0 +1,399 @@
+"""The rules for images: upload, read, list, update, delete — and the shared, counted blobs.
+
+Blob lifecycle (why it is safe under concurrency): every change to a blob's `refcount` and
+every removal of its objects happens while holding that blob's row lock (PostgreSQL row
+lock; SQLite's single writer lock). An upload takes the lock by incrementing; if it is the
+first reference it (re)writes the objects. Collection deletes the row only while
+`refcount = 0` and removes the objects before committing, so an upload of the same content
+either sees the row gone and writes the objects again, or keeps the row alive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chitram.errors import ForbiddenError, InvalidRequestError, NotFoundError
+from chitram.images.models import Blob, Image, Visibility
+from chitram.images.processing import ImageProcessor, ProcessedImage
+from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.storage import ObjectStorage, StorageUnavailable
+from chitram.stores import SafeCache
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_ID_BYTES = 9  # 72 random bits, 12 URL-safe characters
+DELETE_TOKEN_BYTES = 32
+MAX_PAGE_SIZE = 100
+MAX_TITLE_LENGTH = 200
+CACHE_PREFIX = "image:"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def new_public_id() -> str:
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def object_keys(sha256: str, extension: str) -> tuple[str, str, str]:
+    """Keys derive from the content hash only; nothing a user sends ever becomes part of one."""
+    shard = f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+    return f"originals/{shard}.{extension}", f"thumbnails/{shard}.webp", f"previews/{shard}.webp"
+
+
+def clean_title(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    title = _CONTROL_CHARS.sub(" ", unicodedata.normalize("NFC", raw)).strip()
+    if len(title) > MAX_TITLE_LENGTH:
+        raise InvalidRequestError(f"the title is {len(title)} characters long; the limit is {MAX_TITLE_LENGTH}")
+    return title or None
+
+
+def parse_visibility(raw: str | None) -> Visibility:
+    if raw is None or raw == "":
+        return Visibility.UNLISTED
+    try:
+        return Visibility(raw.strip().lower())
+    except ValueError:
+        allowed = " or ".join(f"'{v.value}'" for v in Visibility)
+        raise InvalidRequestError(f"visibility '{raw}' is not known; use {allowed}") from None
+
+
+def encode_cursor(image_id: int) -> str:
+    return base64.urlsafe_b64encode(str(image_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page") from None
+    if value <= 0:
+        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page")
+    return value
+
+
+def to_cached(image: Image) -> CachedImage:
+    blob = image.blob
+    return CachedImage(
+        public_id=image.public_id,
+        title=image.title,
+        visibility=Visibility(image.visibility),
+        original_filename=image.original_filename,
+        created_at=image.created_at,
+        sha256=blob.sha256,
+        extension=blob.original_key.rsplit(".", 1)[-1],
+        original=StoredVariant(blob.original_key, blob.size, blob.width, blob.height, blob.content_type),
+        thumbnail=StoredVariant(
+            blob.thumbnail_key, blob.thumbnail_size, blob.thumbnail_width, blob.thumbnail_height, "image/webp"
+        ),
+        preview=StoredVariant(
+            blob.preview_key, blob.preview_size, blob.preview_width, blob.preview_height, "image/webp"
+        ),
+        delete_token_hash=image.delete_token_hash,
+    )
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    image: CachedImage
+    delete_token: str
+
+
+class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
+    """Images and their blobs. Handlers get one per request by dependency injection."""
+
+    class Repository(SQLAlchemyAsyncRepository[Image]):
+        model_type = Image
+
+    repository_type = Repository
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        storage: ObjectStorage,
+        cache: SafeCache,
+        processor: ImageProcessor,
+    ) -> None:
+        super().__init__(session=session)
+        self.session = session
+        self.storage = storage
+        self.cache = cache
+        self.processor = processor
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get_image(self, public_id: str) -> CachedImage:
+        """The image's metadata, from the cache when it is warm."""
+        cached = await self.cache.get(CACHE_PREFIX + public_id)
+        if cached is not None:
+            return msgspec.json.decode(cached, type=CachedImage)
+        image = await self.repository.get_one_or_none(Image.public_id == public_id)
+        if image is None:
+            raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
+        result = to_cached(image)
+        await self.cache.set(CACHE_PREFIX + public_id, msgspec.json.encode(result))
+        return result
+
+    async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
+        """Public images, newest first, one keyset page (cost independent of how many exist)."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        statement = select(Image).where(Image.visibility == Visibility.PUBLIC.value)
+        if cursor:
+            statement = statement.where(Image.id < decode_cursor(cursor))
+        statement = statement.order_by(Image.id.desc()).limit(limit + 1)
+        rows: Sequence[Image] = (await self.session.scalars(statement)).all()
+        page = list(rows[:limit])
+        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+        return [to_cached(image) for image in page], next_cursor
+
+    # -- upload ------------------------------------------------------------------------
+
+    async def upload_image(
+        self, *, source: Path, filename: str | None, title: str | None, visibility: Visibility
+    ) -> UploadResult:
+        processed = await self.processor.process(source)
+        delete_token = secrets.token_urlsafe(DELETE_TOKEN_BYTES)
+        image = Image(
+            public_id=new_public_id(),
+            title=title,
+            visibility=visibility.value,
+            original_filename=_safe_stored_filename(filename),
+            delete_token_hash=hash_token(delete_token),
+            blob_sha256=processed.sha256,
+        )
+        await self._reserve_blob(processed)
+        try:
+            blob = await self._reference_blob(processed)
+            self.session.add(image)
+            await self.session.flush()
+            await self.session.commit()
+        except StorageUnavailable:
+            # Storage is down: cleaning up now would only wait for it again. The blob stays
+            # at refcount 0 and `chitram-admin gc` removes whatever was written.
+            await self.session.rollback()
+            raise
+        except BaseException:
+            await self.session.rollback()
+            await self.collect_blob(processed.sha256, quiet=True)
+            raise
+        image.blob = blob
+        return UploadResult(image=to_cached(image), delete_token=delete_token)
+
+    async def _reserve_blob(self, processed: ProcessedImage) -> None:
+        """Make sure a row exists (refcount 0) so the content always has a row to lock."""
+        original_key, thumbnail_key, preview_key = object_keys(processed.sha256, processed.extension)
+        values = {
+            "sha256": processed.sha256,
+            "content_type": processed.content_type,
+            "size": len(processed.original),
+            "width": processed.width,
+            "height": processed.height,
+            "frames": processed.frames,
+            "original_key": original_key,
+            "thumbnail_key": thumbnail_key,
+            "thumbnail_size": len(processed.thumbnail.data),
+            "thumbnail_width": processed.thumbnail.width,
+            "thumbnail_height": processed.thumbnail.height,
+            "preview_key": preview_key,
+            "preview_size": len(processed.preview.data),
+            "preview_width": processed.preview.width,
+            "preview_height": processed.preview.height,
+            "refcount": 0,
+        }
+        insert = postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(Blob).values(**values).on_conflict_do_nothing(index_elements=[Blob.sha256])
+        try:
+            await self.session.execute(statement)
+            await self.session.commit()
+        except BaseException:
+            await self.session.rollback()
+            raise
+
+    async def _reference_blob(self, processed: ProcessedImage) -> Blob:
+        """Take the blob's lock by counting one more reference; store the objects if first."""
+        for _attempt in range(3):
+            statement = (
+                update(Blob)
+                .where(Blob.sha256 == processed.sha256)
+                .values(refcount=Blob.refcount + 1)
+                .returning(Blob.refcount)
+            )
+            refcount = (await self.session.execute(statement)).scalar_one_or_none()
+            if refcount is None:  # collected between reserve and reference: start again
+                await self.session.rollback()
+                await self._reserve_blob(processed)
+                continue
+            blob = await self.session.get_one(Blob, processed.sha256, populate_existing=True)
+            if refcount == 1:
+                await self._put_objects(blob, processed)
+            return blob
+        raise RuntimeError(f"blob {processed.sha256} kept disappearing while being referenced")
+
+    async def _put_objects(self, blob: Blob, processed: ProcessedImage) -> None:
+        await self.storage.put(blob.original_key, processed.original, content_type=processed.content_type)
+        await self.storage.put(blob.thumbnail_key, processed.thumbnail.data, content_type="image/webp")
+        await self.storage.put(blob.preview_key, processed.preview.data, content_type="image/webp")
+
+    # -- changes -----------------------------------------------------------------------
+
+    async def _locked_image(self, public_id: str, delete_token: str | None) -> Image:
+        statement = select(Image).where(Image.public_id == public_id).with_for_update(of=Image)
+        image = (await self.session.scalars(statement)).one_or_none()
+        if image is None:
+            raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
+        if not _token_matches(delete_token, image.delete_token_hash):
+            raise ForbiddenError(
+                "the delete token is missing or wrong; send the token you got at upload in the X-Delete-Token header"
+            )
+        return image
+
+    async def update_image(
+        self,
+        *,
+        public_id: str,
+        delete_token: str | None,
+        title: str | msgspec.UnsetType | None = msgspec.UNSET,
+        visibility: Visibility | msgspec.UnsetType = msgspec.UNSET,
+    ) -> CachedImage:
+        try:
+            image = await self._locked_image(public_id, delete_token)
+            if title is not msgspec.UNSET:
+                image.title = clean_title(title)
+            if visibility is not msgspec.UNSET:
+                image.visibility = Visibility(visibility).value
+            await self.session.commit()
+        except BaseException:
+            await self.session.rollback()
+            raise
+        await self.cache.delete(CACHE_PREFIX + public_id)
+        refreshed = await self.session.get_one(Image, image.id, populate_existing=True)
+        return to_cached(refreshed)
+
+    async def delete_image(self, *, public_id: str, delete_token: str | None) -> None:
+        try:
+            image = await self._locked_image(public_id, delete_token)
+            sha256 = image.blob_sha256
+            await self.session.delete(image)
+            await self.session.flush()
+            await self.session.execute(
+                update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1)
+            )
+            await self.session.commit()
+        except BaseException:
+            await self.session.rollback()
+            raise
+        await self.cache.delete(CACHE_PREFIX + public_id)
+        await self.collect_blob(sha256, quiet=True)
+
+    async def collect_blob(self, sha256: str, *, quiet: bool = False) -> bool:
+        """Delete an unreferenced blob: its objects, then its row, under the row's lock.
+
+        If storage fails, the transaction rolls back and the row stays at refcount 0 for
+        `chitram-admin gc` to retry. Returns whether the blob was removed.
+        """
+        try:
+            statement = (
+                delete(Blob)
+                .where(Blob.sha256 == sha256, Blob.refcount == 0)
+                .returning(Blob.original_key, Blob.thumbnail_key, Blob.preview_key)
+            )
+            row = (await self.session.execute(statement)).one_or_none()
+            if row is None:
+                await self.session.rollback()
+                return False
+            for key in row:
+                await self.storage.delete(key)
+            await self.session.commit()
+            return True
+        except Exception:
+            await self.session.rollback()
+            if not quiet:
+                raise
+            logger.warning("could not collect blob %s now; `chitram-admin gc` will retry", sha256, exc_info=True)
+            return False
+
+
+def _token_matches(token: str | None, expected_hash: str | None) -> bool:
+    if not token or not expected_hash:
+        return False
+    return hmac.compare_digest(hash_token(token), expected_hash)
+
+
+def _safe_stored_filename(filename: str | None) -> str | None:
+    """Keep the name people gave the file (for downloads), minus paths and control characters."""
+    if not filename:
+        return None
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", name)).strip()
+    return name[:255] or None
+
+
+@dataclass
+class GarbageReport:
+    collected_blobs: list[str]
+    orphan_objects: list[str]
+    missing_objects: list[str]
+    dry_run: bool
+
+
+async def collect_garbage(
+    service: ImageService, *, grace_seconds: float, dry_run: bool
+) -> GarbageReport:
+    """Remove what no image needs any more, and report what images need but is gone.
+
+    - blobs at refcount 0 whose last change is older than the grace period;
+    - stored objects that no blob row names and that are older than the grace period
+      (younger ones may belong to an upload still in flight);
+    - and, reported only: objects a blob row names that storage does not have.
+    """
+    session, storage = service.session, service.storage
+    cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+    report = GarbageReport(collected_blobs=[], orphan_objects=[], missing_objects=[], dry_run=dry_run)
+    unreferenced = (
+        await session.scalars(select(Blob.sha256).where(Blob.refcount == 0, Blob.updated_at < cutoff))
+    ).all()
+    await session.rollback()
+    for sha256 in unreferenced:
+        if dry_run or await service.collect_blob(sha256):
+            report.collected_blobs.append(sha256)
+    known: set[str] = set()
+    for row in (await session.execute(select(Blob.original_key, Blob.thumbnail_key, Blob.preview_key))).all():
+        known.update(row)
+    await session.rollback()
+    for prefix in ("originals/", "thumbnails/", "previews/"):
+        async for info in storage.list(prefix):
+            if info.key in known or info.last_modified >= cutoff:
+                continue
+            report.orphan_objects.append(info.key)
+            if not dry_run:
+                await storage.delete(info.key)
+    for key in sorted(known):
+        if await storage.stat(key) is None:
+            report.missing_objects.append(key)
+    return report

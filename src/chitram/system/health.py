@@ -1,0 +1,95 @@
+"""Readiness of the database, storage and cache — shared by the HTTP probes and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from sqlalchemy import text
+
+from chitram.db import Database
+from chitram.storage import ObjectStorage
+from chitram.stores import Stores
+
+
+class ComponentStatus(msgspec.Struct):
+    status: str  # "ok" | "down"
+    latency_ms: float
+    error: str | None = None
+
+
+class Readiness(msgspec.Struct):
+    status: str  # "ready" | "unavailable"
+    components: dict[str, ComponentStatus]
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+async def _timed(check: Callable[[], Awaitable[Any]], timeout: float) -> ComponentStatus:
+    started = time.perf_counter()
+    try:
+        # wait_for cancels the check: a dependency that hangs cannot hold the probe.
+        await asyncio.wait_for(check(), timeout)
+    except TimeoutError:
+        return ComponentStatus("down", _ms(started), f"no answer within {timeout:g} s")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
+        return ComponentStatus("down", _ms(started), f"{type(exc).__name__}: {exc}"[:300])
+    return ComponentStatus("ok", _ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+@dataclass
+class HealthChecker:
+    database: Database
+    storage: ObjectStorage
+    stores: Stores
+    timeout: float
+
+    async def _database(self) -> None:
+        async with self.database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def readiness(self) -> Readiness:
+        names = ("database", "storage", "cache")
+        checks = (self._database, self.storage.ping, self.stores.ping)
+        results = await asyncio.gather(*(_timed(check, self.timeout) for check in checks))
+        components = dict(zip(names, results, strict=True))
+        ready = all(result.status == "ok" for result in results)
+        return Readiness(status="ready" if ready else "unavailable", components=components)
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]  # noqa: RUF012
+
+    @get("/live", summary="The process is up", cache=False)
+    async def live(self) -> dict[str, str]:
+        return {"status": "alive"}
+
+    @get("/ready", summary="Database, storage and cache answer", cache=False)
+    async def ready(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
+        return await _readiness_response(request)
+
+    @get("/", summary="Same as /health/ready", cache=False)
+    async def health(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
+        return await _readiness_response(request)
+
+
+async def _readiness_response(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    checker: HealthChecker = request.app.state.health
+    readiness = await checker.readiness()
+    return Response(
+        readiness,
+        status_code=200 if readiness.ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
