@@ -105,7 +105,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pg_template(postgres: PostgresService) -> str:
     name = f"chitram_template_{uuid.uuid4().hex[:8]}"
     postgres.create_database(name)
-    upgrade_to_head(base_settings(Path("/nonexistent"), database=DatabaseSettings(database_url=postgres.asyncpg_url(name))))
+    upgrade_to_head(
+        base_settings(Path("/nonexistent"), database=DatabaseSettings(database_url=postgres.asyncpg_url(name)))
+    )
     return name
 
 
@@ -135,7 +137,9 @@ def production_settings(
     s3.remove_bucket(bucket)
 
 
-def production_storage(s3: S3Service, bucket: str, endpoint: str | None = None, timeout: float = 10.0) -> StorageSettings:
+def production_storage(
+    s3: S3Service, bucket: str, endpoint: str | None = None, timeout: float = 10.0
+) -> StorageSettings:
     return StorageSettings(
         storage_backend=StorageBackend.S3,
         s3_endpoint=endpoint or s3.endpoint,

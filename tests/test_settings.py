@@ -41,7 +41,9 @@ def test_s3_without_endpoint_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.parametrize("secret", ["", "change-me", "short"])
 def test_production_refuses_missing_or_default_secret(tmp_path: Path, secret: str) -> None:
-    settings = base_settings(tmp_path, server=ServerSettings(env=Environment.PRODUCTION, secret_key=secret, data_dir=tmp_path))
+    settings = base_settings(
+        tmp_path, server=ServerSettings(env=Environment.PRODUCTION, secret_key=secret, data_dir=tmp_path)
+    )
     with pytest.raises(UnsafeSettingsError, match="CHITRAM_SECRET_KEY"):
         create_app(settings)
 

@@ -449,9 +449,7 @@ async def test_filesystem_put_is_atomic(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_filesystem_failed_put_keeps_old_object(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_filesystem_failed_put_keeps_old_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     storage = FilesystemStorage(tmp_path)
     await storage.put(KEY, b"old", content_type="image/jpeg")
 

@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.is_embedded_database:
             # The embedded shape migrates its own data dir; production migrates as its own step.
             await anyio.to_thread.run_sync(upgrade_to_head, settings)
+        (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)  # spooled uploads
         await _prepare_storage(storage)
         try:
             yield
@@ -79,7 +80,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImageController,
             ImagePages,
             HealthController,
-            create_static_files_router(path="/static", directories=[frontend_dir() / "static"], include_in_schema=False),
+            create_static_files_router(
+                path="/static", directories=[frontend_dir() / "static"], include_in_schema=False
+            ),
         ],
         dependencies={
             "db_session": Provide(database.session),
@@ -96,8 +99,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin()],
         ),
         request_max_body_size=settings.request_body_limit,
-        state=State({"settings": settings, "secret_key": secret_key, "health": health, "database": database,
-               "storage": storage, "stores": stores, "cache": cache, "processor": processor}),
+        state=State(
+            {
+                "settings": settings,
+                "secret_key": secret_key,
+                "health": health,
+                "database": database,
+                "storage": storage,
+                "stores": stores,
+                "cache": cache,
+                "processor": processor,
+            }
+        ),
         debug=False,
     )
 

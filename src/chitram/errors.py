@@ -101,7 +101,7 @@ def problem_response(
             status_code=status,
             headers=headers,
             media_type=MediaType.HTML,
-        )  # type: ignore[return-value]
+        )
     body = Problem(
         type=PROBLEM_BASE + problem_type,
         title=title,

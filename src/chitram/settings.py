@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CHITRAM_"
-SECRET_FILE_NAME = "secret_key"
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a secret
 # Values that appear in examples and docs; production must never run with them.
 UNSAFE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
 MIN_SECRET_LENGTH = 32
@@ -210,5 +210,3 @@ def check_production_settings(settings: Settings) -> None:
                 problems.append(f"CHITRAM_{name.upper()} is required with CHITRAM_STORAGE_BACKEND=s3")
     if problems:
         raise UnsafeSettingsError("; ".join(problems))
-
-

@@ -126,9 +126,7 @@ def validate_key(key: str) -> str:
         or not _KEY_PATTERN.fullmatch(key)
         or any(part in {".", ".."} for part in key.split("/"))
     ):
-        raise ValueError(
-            f"invalid object key {key!r}: use [a-z0-9._-] segments joined by '/', without '.' or '..'"
-        )
+        raise ValueError(f"invalid object key {key!r}: use [a-z0-9._-] segments joined by '/', without '.' or '..'")
     return key
 
 
@@ -415,8 +413,7 @@ class S3Storage:
                 if self._owns_bucket():
                     return
                 raise StorageConfigError(
-                    f"bucket name {self._bucket!r} is taken by another account: choose another "
-                    "CHITRAM_S3_BUCKET"
+                    f"bucket name {self._bucket!r} is taken by another account: choose another CHITRAM_S3_BUCKET"
                 ) from exc
             raise
 
@@ -487,9 +484,7 @@ class S3Storage:
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         # list_objects only builds a lazy generator; the pages are fetched in worker threads below.
-        objects = self._client.list_objects(
-            self._bucket, prefix=_validate_prefix(prefix) or None, recursive=True
-        )
+        objects = self._client.list_objects(self._bucket, prefix=_validate_prefix(prefix) or None, recursive=True)
         try:
             async for found in _iterate_in_thread(objects):
                 if found.object_name and not found.is_dir:
@@ -516,9 +511,7 @@ class S3Storage:
         self._ping_http.clear()
 
 
-def _http_pool(
-    *, connect: float, read: float, retries: urllib3.Retry | bool, maxsize: int
-) -> urllib3.PoolManager:
+def _http_pool(*, connect: float, read: float, retries: urllib3.Retry | bool, maxsize: int) -> urllib3.PoolManager:
     """A pool whose timeouts bound every request, so a hanging server fails fast."""
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=connect, read=read),

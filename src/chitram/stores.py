@@ -24,7 +24,7 @@ class Stores:
     """The stores of one app instance. With Redis every replica shares them."""
 
     cache: Store
-    redis: Redis | None
+    redis: Redis | None  # type: ignore[type-arg]  # generic only in the stubs
 
     async def ping(self) -> None:
         """Raise when the backing store cannot answer."""
@@ -35,7 +35,7 @@ class Stores:
 
     async def close(self) -> None:
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
 
 
 def create_stores(settings: Settings) -> Stores:

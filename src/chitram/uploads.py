@@ -138,9 +138,7 @@ def _boundary(request: Request[Any, Any, Any]) -> bytes:
     content_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidRequestError(
-            "send the image as multipart/form-data with the file in the field 'file'"
-        )
+        raise InvalidRequestError("send the image as multipart/form-data with the file in the field 'file'")
     return boundary
 
 
@@ -150,7 +148,6 @@ async def read_upload_form(
 ) -> AsyncIterator[UploadForm]:
     """Stream the request into an UploadForm; the temporary file is removed on exit."""
     boundary = _boundary(request)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     collector = _FormCollector(max_file_bytes=max_file_bytes, tmp_dir=tmp_dir)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     try:

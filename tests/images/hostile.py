@@ -107,6 +107,7 @@ def secret_exif(orientation: int = 1) -> Image.Exif:
     return exif
 
 
+@functools.cache  # the profile header holds its creation time: build it once, compare equal
 def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from PIL import Image
+
 from tests.images import hostile
 
 Client = AsyncTestClient[Litestar]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import unquote
 import io
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from litestar import Litestar
 from PIL import Image
 from sqlalchemy import event
+
 from tests.images.test_api import Client, png_bytes, upload
 
 
@@ -41,18 +42,28 @@ async def test_unlisted_images_are_cached_long_too(client: Client) -> None:
     assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
-@pytest.mark.parametrize("variant", ["thumbnail_url", "preview_url"])
-async def test_variants_are_webp_and_fit(client: Client, variant: str) -> None:
-    image = await created_image(client)
-    response = await client.get(image[variant])
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "image/webp"
-    assert response.headers["etag"].endswith('-thumbnail"' if variant == "thumbnail_url" else '-preview"')
-    with Image.open(io.BytesIO(response.content)) as served:
-        assert served.format == "WEBP"
-        limit = 320 if variant == "thumbnail_url" else 1280
-        assert max(served.size) <= limit
-        assert served.size == ((300, 200) if variant == "preview_url" else (300, 200))  # never upscaled
+@pytest.mark.parametrize(
+    ("source_size", "thumbnail_size", "preview_size"),
+    [
+        ((2000, 1000), (320, 160), (1280, 640)),
+        ((300, 200), (300, 200), (300, 200)),
+        ((500, 1500), (107, 320), (427, 1280)),
+    ],
+)
+async def test_variants_are_webp_fit_their_box_and_are_never_upscaled(
+    client: Client,
+    source_size: tuple[int, int],
+    thumbnail_size: tuple[int, int],
+    preview_size: tuple[int, int],
+) -> None:
+    image = (await upload(client, png_bytes(source_size))).json()
+    for url, expected in ((image["thumbnail_url"], thumbnail_size), (image["preview_url"], preview_size)):
+        response = await client.get(url)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/webp"
+        with Image.open(io.BytesIO(response.content)) as served:
+            assert served.format == "WEBP"
+            assert served.size == expected
 
 
 async def test_if_none_match_gives_304(client: Client) -> None:
@@ -118,7 +129,7 @@ def raw_multipart(filename: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
 @pytest.mark.parametrize(
     ("raw_filename", "expected_name"),
     [
-        (b'evil\\"; filename=x.html', 'evil__ filename=x.png'),
+        (b'evil\\"; filename=x.html', "evil__ filename=x.png"),
         ("фото.png".encode(), "фото.png"),
         (b"../../etc/passwd", "passwd.png"),
         (b"tab\there.png", "tabhere.png"),
@@ -174,5 +185,3 @@ async def test_missing_image_page_is_html_404(app: Litestar, client: Client) -> 
     response = await client.get("/i/nothinghere1", headers={"Accept": "text/html"})
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
-
-

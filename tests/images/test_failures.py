@@ -8,17 +8,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from chitram.images.processing import ProcessedImage
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+
+from chitram.app import create_app
+from chitram.images.processing import ProcessedImage
+from chitram.images.services import ImageService, collect_garbage
+from chitram.settings import Settings
 from tests.images.test_api import png_bytes, upload
 from tests.images.test_services import blob_refcounts, image_count, own_sessions, stored_keys
 from tests.support.faults import FaultProxy
 from tests.support.services import PostgresService
-
-from chitram.app import create_app
-from chitram.images.services import ImageService, collect_garbage
-from chitram.settings import Settings
 
 
 def after_processing(app: Litestar, action: Callable[[], None]) -> None:

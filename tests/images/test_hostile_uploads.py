@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from litestar import Litestar
+
 from tests.images import hostile
 from tests.images.test_api import Client, png_bytes, upload
 from tests.images.test_services import blob_refcounts, stored_keys

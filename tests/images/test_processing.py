@@ -16,14 +16,18 @@ from typing import Any
 import anyio
 import pytest
 from PIL import (
+    AvifImagePlugin,
     BmpImagePlugin,
+    GifImagePlugin,
     IcoImagePlugin,
     Image,
     ImageChops,
+    ImageFile,
     ImageOps,
     ImageStat,
     JpegImagePlugin,
     TiffImagePlugin,
+    WebPImagePlugin,
 )
 
 from chitram.images import processing
@@ -280,6 +284,24 @@ def test_bombs_are_refused_from_the_header_quickly(name: str, refuse: Refuse) ->
     assert elapsed < REFUSAL_SECONDS, f"refusal took {elapsed:.3f} s"
 
 
+@pytest.mark.parametrize("name", BOMBS)
+def test_bombs_are_refused_before_any_pixel_is_decoded(
+    name: str, monkeypatch: pytest.MonkeyPatch, refuse: Refuse
+) -> None:
+    decoded: list[str] = []
+    for owner in (ImageFile.ImageFile, WebPImagePlugin.WebPImageFile, AvifImagePlugin.AvifImageFile):
+
+        def spy(self: Image.Image, owner: type = owner) -> None:
+            decoded.append(owner.__name__)
+            raise AssertionError("decoded")
+
+        monkeypatch.setattr(owner, "load", spy)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "seek", spy)  # seeking a GIF decodes
+    rejection, _ = refuse(BOMBS[name][0]())
+    assert type(rejection) is ImageDimensionsTooLarge
+    assert decoded == []
+
+
 def test_png_bomb_is_a_real_one() -> None:
     """The generator's output is a valid PNG that inflates to the size it claims."""
     bomb = hostile.png_bomb(100_000, 100_000)
@@ -452,9 +474,10 @@ ICC_SOURCES: dict[str, Make] = {
 
 @pytest.mark.parametrize("name", ICC_SOURCES)
 def test_icc_profile_is_kept_in_original_and_variants(name: str, process: Process) -> None:
-    profile = hostile.srgb_profile()
-    assert opened(ICC_SOURCES[name]()).info.get("icc_profile") == profile
-    processed = process(ICC_SOURCES[name]())
+    source = ICC_SOURCES[name]()
+    profile = opened(source).info.get("icc_profile")
+    assert profile == hostile.srgb_profile()
+    processed = process(source)
     for data in (processed.original, processed.preview.data, processed.thumbnail.data):
         assert opened(data).info.get("icc_profile") == profile
 
@@ -636,7 +659,8 @@ def test_record_describes_the_stored_original(process: Process) -> None:
 )
 def test_same_upload_gives_same_bytes(make: Callable[[], bytes], process: Process) -> None:
     # blobs are deduplicated by the sha256 of the re-encoded original
-    assert process(make()).sha256 == process(make()).sha256
+    data = make()
+    assert process(data).sha256 == process(data).sha256
 
 
 # --- JPEG quality ---------------------------------------------------------------------------------

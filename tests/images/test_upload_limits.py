@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from litestar.testing import AsyncTestClient
-from tests.conftest import base_settings
-from tests.images.test_api import png_bytes, upload
 
 from chitram.app import create_app
 from chitram.settings import UploadSettings
+from tests.conftest import base_settings
+from tests.images.test_api import png_bytes, upload
 
 
 async def test_limit_is_configurable_and_default_10mb_cap_is_not_the_limit(

@@ -92,9 +92,7 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list[Any]]] = queue.SimpleQueue()
         self._pairs: set[_Pair] = set()
         self._accepted = 0
         self._running = False

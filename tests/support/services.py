@@ -225,9 +225,7 @@ class _PgControl:
             )
             if proc.returncode != 0:
                 output.seek(0)
-                raise RuntimeError(
-                    f"{Path(args[0]).name} {args[-1]} exited with {proc.returncode}:\n{output.read()}"
-                )
+                raise RuntimeError(f"{Path(args[0]).name} {args[-1]} exited with {proc.returncode}:\n{output.read()}")
 
     def initdb(self) -> None:
         self._run(
@@ -557,9 +555,7 @@ def _start_pgserver(tmp_root: Path) -> tuple[PostgresService, Callable[[], None]
         control.destroy()
         raise ServiceUnavailable(label, f"{exc}" + (f"\nserver log:\n{detail}" if detail else "")) from exc
 
-    service = PostgresService(
-        admin_url=f"postgresql://postgres@{_LOCALHOST}:{control.port}/postgres", _control=control
-    )
+    service = PostgresService(admin_url=f"postgresql://postgres@{_LOCALHOST}:{control.port}/postgres", _control=control)
     try:
         _verify_postgres(service, label, deadline=max(deadline, time.monotonic() + 5))
     except ServiceUnavailable:
@@ -612,9 +608,7 @@ class RedisService:
             client.close()
 
 
-def _verify_redis(
-    service: RedisService, label: str, deadline: float, proc: subprocess.Popen[bytes] | None
-) -> None:
+def _verify_redis(service: RedisService, label: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
     last: BaseException | None = None
     while True:
         try:
@@ -762,8 +756,7 @@ class S3Service:
         client = self.client()
         try:
             objects = [
-                DeleteObject(name=obj.object_name)
-                for obj in client.list_objects(bucket_name=name, recursive=True)
+                DeleteObject(name=obj.object_name) for obj in client.list_objects(bucket_name=name, recursive=True)
             ]
             for error in client.remove_objects(bucket_name=name, delete_object_list=objects):
                 raise RuntimeError(f"could not delete {error.name} from {name}: {error.message}")

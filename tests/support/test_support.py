@@ -74,7 +74,7 @@ def support_s3() -> Iterator[S3Service]:
         cleanup()
 
 
-@pytest.fixture()
+@pytest.fixture
 def support_redis_address(support_redis: RedisService) -> tuple[str, int]:
     address = support_redis.tcp_address
     if address is None:
@@ -165,7 +165,7 @@ def test_postgres_stop_and_start(support_pg: PostgresService) -> None:
     support_pg.stop()
     try:
         assert not support_pg.is_running
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # noqa: PT011 - any connection error proves it is down
             support_pg.ping(timeout=1)
     finally:
         support_pg.start()
@@ -188,7 +188,7 @@ def test_postgres_url_helpers() -> None:
     assert sock.via("127.0.0.1", 5).admin_url == "postgresql://postgres:@127.0.0.1:5/postgres"
 
     assert normalise_postgres_url("postgresql://h/test") == "postgresql://h/test"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mysql"):
         normalise_postgres_url("mysql://h/db")
 
 

@@ -85,5 +85,3 @@ async def test_memory_cache_is_ready_on_the_embedded_stack(embedded_settings: Se
     async with AsyncTestClient(create_app(embedded_settings)) as client:
         body = (await client.get("/health/ready")).json()
         assert body["components"]["cache"]["status"] == "ok"
-
-

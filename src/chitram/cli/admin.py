@@ -80,8 +80,14 @@ def _probe(url: str) -> tuple[bool, dict[str, object] | None, str]:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
-@click.option("--grace", "grace_seconds", type=float, default=3600.0, show_default=True,
-              help="Leave objects younger than this many seconds (uploads in flight).")
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Leave objects younger than this many seconds (uploads in flight).",
+)
 def gc(dry_run: bool, grace_seconds: float) -> None:
     """Remove stored objects no image uses; report images whose objects are missing (exit 1 then)."""
     report = asyncio.run(_gc(Settings.from_env(), dry_run=dry_run, grace_seconds=grace_seconds))

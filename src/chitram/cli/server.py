@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"chitram: refusing to start: {exc}")
     if settings.is_embedded_database:
         upgrade_to_head(settings)
-    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    local_or_any = ("127.0.0.1", "0.0.0.0", "::")  # noqa: S104 - only decides which address to print
+    shown_host = "localhost" if args.host in local_or_any else args.host
     print(f"Chitram is starting on http://{shown_host}:{args.port}/ (data in {settings.data_dir})", flush=True)
     Granian(
         "chitram.app:create_app_from_env",

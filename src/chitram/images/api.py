@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import Parameter
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath, Parameter
 
 from chitram.errors import InvalidRequestError
 from chitram.images.models import Visibility
@@ -62,7 +61,9 @@ class UploadOperation(Operation):
 
     def __post_init__(self) -> None:
         properties: dict[str, Any] = {
-            "file": Schema(type=OpenAPIType.STRING, format="binary", description="JPEG, PNG, GIF, WebP or AVIF."),
+            "file": Schema(
+                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="JPEG, PNG, GIF, WebP or AVIF."
+            ),
             "title": Schema(type=OpenAPIType.STRING, max_length=200),
             "visibility": Schema(type=OpenAPIType.STRING, enum=[v.value for v in Visibility], default="unlisted"),
         }
@@ -87,7 +88,9 @@ class ImageController(Controller):
         summary="Upload an image",
         description="Multipart field `file`; optional `title` and `visibility`. The delete_token is returned once.",
     )
-    async def upload(self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]) -> ImageCreated:
+    async def upload(
+        self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]
+    ) -> ImageCreated:
         settings: Settings = request.app.state.settings
         async with read_upload_form(
             request, max_file_bytes=settings.upload.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
@@ -116,7 +119,9 @@ class ImageController(Controller):
         return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
 
     @get("/{image_id:str}", summary="Describe one image")
-    async def get_image(self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], image_id: FromPath[str]) -> ImageRead:
+    async def get_image(
+        self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], image_id: FromPath[str]
+    ) -> ImageRead:
         return to_read(await image_service.get_image(image_id), base_url(request))
 
     @patch("/{image_id:str}", summary="Change title or visibility (needs X-Delete-Token)")
@@ -134,6 +139,7 @@ class ImageController(Controller):
         return to_read(image, base_url(request))
 
     @delete("/{image_id:str}", status_code=204, summary="Delete an image (needs X-Delete-Token)")
-    async def delete_image(self, image_service: NamedDependency[ImageService], image_id: FromPath[str], delete_token: DeleteToken = None) -> None:
+    async def delete_image(
+        self, image_service: NamedDependency[ImageService], image_id: FromPath[str], delete_token: DeleteToken = None
+    ) -> None:
         await image_service.delete_image(public_id=image_id, delete_token=delete_token)
-

@@ -226,7 +226,8 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             "preview_height": processed.preview.height,
             "refcount": 0,
         }
-        insert = postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(Blob).values(**values).on_conflict_do_nothing(index_elements=[Blob.sha256])
         try:
             await self.session.execute(statement)
@@ -301,9 +302,7 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             sha256 = image.blob_sha256
             await self.session.delete(image)
             await self.session.flush()
-            await self.session.execute(
-                update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1)
-            )
+            await self.session.execute(update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1))
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
@@ -362,9 +361,7 @@ class GarbageReport:
     dry_run: bool
 
 
-async def collect_garbage(
-    service: ImageService, *, grace_seconds: float, dry_run: bool
-) -> GarbageReport:
+async def collect_garbage(service: ImageService, *, grace_seconds: float, dry_run: bool) -> GarbageReport:
     """Remove what no image needs any more, and report what images need but is gone.
 
     - blobs at refcount 0 whose last change is older than the grace period;

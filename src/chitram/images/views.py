@@ -32,14 +32,13 @@ class ImagePages(Controller):
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
         name: FromPath[str],
-    
     ) -> Response[Any]:
         """`/i/ID` is the image's page; `/i/ID.ext` is its original bytes."""
         public_id, dot, extension = name.partition(".")
         image = await image_service.get_image(public_id)
         if not dot:
             links = image_links(image, base_url(request))
-            return Template(template_name="image.html", context={"image": image, "links": links})  # type: ignore[return-value]
+            return Template(template_name="image.html", context={"image": image, "links": links})
         if extension.lower() != image.extension:
             raise NotFoundError(f"this image is a {image.extension.upper()}; its address ends in .{image.extension}")
         return await serve_variant(request, image_service.storage, image, "original")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from alembic import context
 from sqlalchemy import pool
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 config = cast("AlembicCommandConfig", context.config)
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=load_metadata(),
         compare_type=True,

@@ -32,13 +32,13 @@ class Readiness(msgspec.Struct):
         return self.status == "ready"
 
 
-async def _timed(check: Callable[[], Awaitable[Any]], timeout: float) -> ComponentStatus:
+async def _timed(check: Callable[[], Awaitable[Any]], limit_seconds: float) -> ComponentStatus:
     started = time.perf_counter()
     try:
         # wait_for cancels the check: a dependency that hangs cannot hold the probe.
-        await asyncio.wait_for(check(), timeout)
+        await asyncio.wait_for(check(), limit_seconds)
     except TimeoutError:
-        return ComponentStatus("down", _ms(started), f"no answer within {timeout:g} s")
+        return ComponentStatus("down", _ms(started), f"no answer within {limit_seconds:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
         return ComponentStatus("down", _ms(started), f"{type(exc).__name__}: {exc}"[:300])
     return ComponentStatus("ok", _ms(started))
