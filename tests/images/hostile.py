@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import random
 import struct
 import zipfile
 import zlib
@@ -65,14 +66,14 @@ def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-def two_tone(size: tuple[int, int] = (60, 30), mode: str = "RGB") -> Image.Image:
+def two_tone(size: Size = (60, 30), mode: str = "RGB") -> Image.Image:
     """Left half red, right half blue: after a quarter turn you can tell which way it went."""
     image = Image.new("RGB", size, BLUE)
     image.paste(RED, (0, 0, size[0] // 2, size[1]))
     return image if mode == "RGB" else image.convert(mode)
 
 
-def four_corners(size: tuple[int, int] = (12, 6)) -> Image.Image:
+def four_corners(size: Size = (12, 6)) -> Image.Image:
     """Red, blue, green and yellow quadrants: every flip and turn gives a different picture."""
     image = Image.new("RGB", size, (240, 240, 0))
     half_width, half_height = size[0] // 2, size[1] // 2
@@ -82,7 +83,7 @@ def four_corners(size: tuple[int, int] = (12, 6)) -> Image.Image:
     return image
 
 
-def noise(size: tuple[int, int], mode: str = "RGB", seed: int = 7) -> Image.Image:
+def noise(size: Size, mode: str = "RGB", seed: int = 7) -> Image.Image:
     """Incompressible pixels, so encoded files are big enough to cut in the middle of the data."""
     data = bytes((i * 2654435761 + seed) >> 13 & 0xFF for i in range(size[0] * size[1] * len(mode)))
     return Image.frombytes(mode, size, data)
@@ -260,7 +261,7 @@ def png_with_gamma() -> bytes:
     return _save(two_tone(), "PNG", pnginfo=info)
 
 
-def png(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+def png(size: Size = (64, 48), mode: str = "RGB") -> bytes:
     return _save(two_tone(size, mode), "PNG")
 
 
@@ -322,7 +323,7 @@ def avif_image(orientation: int = 1) -> bytes:
 # --- Animations -----------------------------------------------------------------------------
 
 
-def _moving_square(count: int, size: tuple[int, int] = (40, 30)) -> list[Image.Image]:
+def _moving_square(count: int, size: Size = (40, 30)) -> list[Image.Image]:
     frames = []
     for index in range(count):
         frame = Image.new("P", size, 0)
@@ -352,6 +353,25 @@ def animated_gif(*, loop: int | None = 0, disposal: Sequence[int] = (2, 3, 1, 2)
         optimize=False,
         **options,
     )
+
+
+def gif_with_local_palettes(seed: int, *, transparent: bool = True) -> bytes:
+    """Five frames of random rectangles, some frames with their own colour table, random disposal
+    methods and a random transparent index (often unused by the first frame)."""
+    rng = random.Random(seed)
+    shared = [channel for i in range(16) for channel in (i * 16, 255 - i * 16, i * 97 % 256)]
+    frames = []
+    for _ in range(5):
+        frame = Image.new("P", (40, 30), 0)
+        frame.putpalette(shared if rng.random() < 0.7 else [rng.randrange(256) for _ in range(48)])
+        for _ in range(rng.randint(1, 3)):
+            left, top = rng.randrange(35), rng.randrange(25)
+            box = (left, top, left + rng.randint(1, 15), top + rng.randint(1, 12))
+            ImageDraw.Draw(frame).rectangle(box, fill=rng.randrange(16))
+        frames.append(frame)
+    disposal = [rng.choice([0, 1, 2, 3]) for _ in frames]
+    options: dict[str, object] = {"transparency": rng.randrange(16)} if transparent else {}
+    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], disposal=disposal, **options)
 
 
 def animated_webp(*, lossless: bool = True) -> bytes:
@@ -443,7 +463,7 @@ def jpeg_with_many_scans(scans: int, size: Size = (4000, 4000)) -> bytes:
 _ONE_PIXEL_LZW = b"\x02\x02\x44\x01\x00"  # min code size 2; clear, 0, end; terminator
 
 
-def gif_many_frames(count: int, canvas: tuple[int, int] = (1, 1)) -> bytes:
+def gif_many_frames(count: int, canvas: Size = (1, 1)) -> bytes:
     """`count` 1x1 frames on a canvas of the given size; each decodes to a whole canvas."""
     header = b"GIF89a" + struct.pack("<HHBBB", *canvas, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
     loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
@@ -459,7 +479,7 @@ def gif_with_giant_frame() -> bytes:
     return small + giant + b"\x3b"
 
 
-def webp_animation(canvas: tuple[int, int], frames: int) -> bytes:
+def webp_animation(canvas: Size, frames: int) -> bytes:
     """An animated WebP of 1x1 lossless frames on a canvas of the given size."""
     tiny = _save(Image.new("RGBA", (1, 1), (*RED, 255)), "WEBP", lossless=True)[12:]
     width, height = canvas
@@ -472,7 +492,7 @@ def webp_animation(canvas: tuple[int, int], frames: int) -> bytes:
 
 
 def apng_claiming_frames(count: int) -> bytes:
-    """A real two-frame APNG whose acTL chunk claims `count` frames."""
+    """A real three-frame APNG whose acTL chunk claims `count` frames."""
     data = apng()
     pos = data.index(b"acTL") - 4
     fixed = png_chunk(b"acTL", struct.pack(">II", count, 0))

@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from chitram.errors import InvalidRequestError
 from chitram.images.models import Visibility
@@ -20,7 +20,7 @@ from chitram.uploads import read_upload_form
 
 DeleteToken = Annotated[
     str | None,
-    Parameter(header="X-Delete-Token", description="The delete_token returned by the upload.", required=False),
+    HeaderParameter(name="X-Delete-Token", description="The delete_token returned by the upload.", required=False),
 ]
 
 
@@ -111,8 +111,8 @@ class ImageController(Controller):
         self,
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 24,
-        cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 24,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page.")] = None,
     ) -> ImagePage:
         images, next_cursor = await image_service.list_public(limit=limit, cursor=cursor)
         base = base_url(request)
@@ -130,7 +130,7 @@ class ImageController(Controller):
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
         image_id: FromPath[str],
-        data: ImageUpdate,
+        data: JSONBody[ImageUpdate],
         delete_token: DeleteToken = None,
     ) -> ImageRead:
         image = await image_service.update_image(

@@ -88,6 +88,7 @@ _QUARTER_TURNS = {
 _DECODE_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, IndexError, TypeError, struct.error)
 
 _Fix = Image.Transpose | None  # the transpose that makes an image upright, if any
+_Options = dict[str, Any]  # keyword arguments for Image.save
 
 
 @dataclass(frozen=True)
@@ -435,10 +436,28 @@ def _decode(im: ImageFile.ImageFile, kind: str, count: int, data: bytes) -> _Dec
         im.load()
         durations.append(round(im.info.get("duration", 0)))
         frames.append(_upright(im, canvas, fix))
+    if kind == "GIF" and len(frames) > 1:
+        frames, options = _gif_animation(frames, options)
     still, still_icc = _web_ready(frames[0], icc)
     for frame in frames:
         frame.info.clear()  # copies carry EXIF/XMP/comments, and some writers read them
     return _Decoded(kind, frames, durations, options, icc, still, still_icc)
+
+
+def _gif_animation(frames: list[Image.Image], options: _Options) -> tuple[list[Image.Image], _Options]:
+    """Frames and options that make Pillow's GIF writer reproduce every composited frame exactly.
+
+    Pillow hands us composited frames (P first, RGB/RGBA after) and re-derives each frame's
+    rectangle when writing, so the source's disposal codes no longer fit (restore-to-previous and
+    partial restore-to-background come out wrong), and palette optimisation can drop the
+    transparent index of a first frame that doesn't use it. For see-through animations, writing
+    RGBA frames that clear the canvas after each one is exact; opaque ones need neither.
+    """
+    if not any(frame.has_transparency_data for frame in frames):
+        return frames, options
+    rgba = [frame if frame.mode == "RGBA" else frame.convert("RGBA") for frame in frames]
+    options = {key: value for key, value in options.items() if key != "transparency"}
+    return rgba, {**options, "disposal": 2, "optimize": False}
 
 
 def _seek(im: ImageFile.ImageFile, index: int) -> bool:
@@ -473,6 +492,10 @@ def _web_ready(frame: Image.Image, icc: bytes | None) -> tuple[Image.Image, byte
     """The first frame as RGB(A) for WebP, and the ICC profile that still describes it."""
     if frame.mode == "CMYK":
         return _cmyk_to_srgb(frame, icc), None
+    if frame.mode == "P":
+        # convert() from P writes the transparency into the *source's* palette (making it RGBA),
+        # which then garbles the colours when that frame is saved as the original.
+        frame = frame.copy()
     if frame.mode in ("I", "F") or frame.mode.startswith("I;16"):
         # convert("L") clips 16-bit values at 255 instead of scaling them.
         frame = frame.point(lambda value: value / 256, "L")
@@ -612,13 +635,6 @@ def _animation_options(decoded: _Decoded) -> dict[str, Any]:
     options: dict[str, Any] = {"save_all": True, "append_images": frames[1:], "duration": durations}
     if decoded.options.get("default_image"):
         options["duration"] = durations[1:]  # the still fallback has no place in the timeline
-    see_through = "transparency" in decoded.options or any(frame.mode == "RGBA" for frame in frames)
-    if decoded.kind == "GIF" and see_through:
-        # Pillow hands us fully composited frames and re-derives each frame's rectangle, so
-        # the source's disposal codes no longer match what is written (restore-to-previous
-        # and partial restore-to-background come out wrong). Clearing the canvas after every
-        # frame reproduces each composited frame exactly; opaque animations need no disposal.
-        options["disposal"] = 2
     return options
 
 

@@ -17,7 +17,7 @@ from chitram.storage import ObjectStorage
 from chitram.stores import Stores
 
 
-class ComponentStatus(msgspec.Struct):
+class ComponentStatus(msgspec.Struct, omit_defaults=True):
     status: str  # "ok" | "down"
     latency_ms: float
     error: str | None = None
