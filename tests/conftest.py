@@ -152,6 +152,25 @@ def production_storage(
     )
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The CHITRAM_* variables that make a `chitram` process use these settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHITRAM_")}
+    storage = settings.storage
+    env.update(
+        CHITRAM_DATA_DIR=str(settings.data_dir),
+        CHITRAM_SECRET_KEY=settings.server.secret_key,
+        CHITRAM_DATABASE_URL=settings.database.database_url,
+        CHITRAM_REDIS_URL=settings.cache.redis_url,
+        CHITRAM_STORAGE_BACKEND=storage.storage_backend.value,
+        CHITRAM_S3_ENDPOINT=storage.s3_endpoint,
+        CHITRAM_S3_ACCESS_KEY=storage.s3_access_key,
+        CHITRAM_S3_SECRET_KEY=storage.s3_secret_key,
+        CHITRAM_S3_BUCKET=storage.s3_bucket,
+        CHITRAM_S3_REGION=storage.s3_region or "",
+    )
+    return env
+
+
 @pytest.fixture(params=STACKS)
 def stack(request: pytest.FixtureRequest) -> str:
     return str(request.param)

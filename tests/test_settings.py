@@ -55,3 +55,21 @@ def test_development_generates_a_secret_once_and_keeps_it(tmp_path: Path) -> Non
     assert (tmp_path / "secret_key").read_text() == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
     assert resolve_secret_key(settings) == first
+
+
+@pytest.mark.parametrize(
+    ("given", "endpoint", "secure"),
+    [
+        ("minio:9000", "minio:9000", False),
+        ("http://minio:9000/", "minio:9000", False),
+        ("https://s3.example.com", "s3.example.com", True),
+    ],
+)
+def test_s3_endpoint_may_carry_a_scheme(
+    monkeypatch: pytest.MonkeyPatch, given: str, endpoint: str, secure: bool
+) -> None:
+    monkeypatch.setenv("CHITRAM_STORAGE_BACKEND", "s3")
+    monkeypatch.setenv("CHITRAM_S3_ENDPOINT", given)
+    storage = Settings.from_env().storage
+    assert storage.s3_endpoint == endpoint
+    assert storage.s3_secure is secure

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,11 +28,14 @@ from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
-from chitram.storage import ObjectStorage, StorageUnavailable, create_storage
+from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
 from chitram.stores import SafeCache, create_stores
 from chitram.system.health import HealthChecker, HealthController
 
 logger = logging.getLogger(__name__)
+
+STORAGE_RETRY_SECONDS = 5
+STALE_UPLOAD_SECONDS = 3600
 
 
 def frontend_dir() -> Path:
@@ -62,14 +67,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.is_embedded_database:
             # The embedded shape migrates its own data dir; production migrates as its own step.
             await anyio.to_thread.run_sync(upgrade_to_head, settings)
-        (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)  # spooled uploads
-        await _prepare_storage(storage)
-        try:
-            yield
-        finally:
-            await storage.close()
-            await stores.close()
-            await database.dispose()
+        await anyio.to_thread.run_sync(_clear_stale_uploads, settings.data_dir / "tmp")
+        async with anyio.create_task_group() as background:
+            if not await _prepare_storage(storage):
+                background.start_soon(_keep_preparing_storage, storage)
+            try:
+                yield
+            finally:
+                background.cancel_scope.cancel()
+                await storage.close()
+                await stores.close()
+                await database.dispose()
 
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
@@ -115,12 +123,44 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-async def _prepare_storage(storage: ObjectStorage) -> None:
+async def _prepare_storage(storage: ObjectStorage) -> bool:
+    """Create the bucket (or folder) if needed; False when storage does not answer yet."""
     try:
         await storage.ensure_ready()
+    except StorageConfigError as exc:
+        # Waiting would not help (e.g. the bucket is missing and the key may not create it).
+        logger.critical("storage is misconfigured, not starting: %s", exc)
+        raise
     except StorageUnavailable:
         # Start anyway: readiness reports storage as down until it answers.
         logger.warning("storage is not answering at start; /health/ready will say so", exc_info=True)
+        return False
+    return True
+
+
+async def _keep_preparing_storage(storage: ObjectStorage) -> None:
+    """Retry until storage answers, so a bucket missing at start is created once S3 is back."""
+    while True:
+        await anyio.sleep(STORAGE_RETRY_SECONDS)
+        try:
+            await storage.ensure_ready()
+        except StorageUnavailable:
+            continue
+        except StorageConfigError:
+            logger.critical("storage is misconfigured", exc_info=True)
+            continue
+        logger.info("storage answers again and is ready")
+        return
+
+
+def _clear_stale_uploads(folder: Path) -> None:
+    """Spooled uploads are removed after each request; a crash can leave some behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    for leftover in folder.glob("upload-*"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def create_app_from_env() -> Litestar:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chitram.images.processing import ImageRejected
-from chitram.storage import StorageConfigError, StorageUnavailable
+from chitram.storage import ObjectNotFound, StorageConfigError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,6 @@ class InvalidRequestError(ChitramError):
     title = "Invalid request"
 
 
-class DependencyUnavailableError(ChitramError):
-    status_code = 503
-    problem_type = "service-unavailable"
-    title = "Service temporarily unavailable"
-
-
 class Problem(msgspec.Struct, omit_defaults=True):
     type: str
     title: str
@@ -78,10 +72,10 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    """Browsers (which ask for text/html) get a page; the API and every other client a problem."""
     if request.url.path.startswith("/api/"):
         return True
-    accept = request.headers.get("accept", "")
-    return "json" in accept and "html" not in accept
+    return "text/html" not in request.headers.get("accept", "")
 
 
 def problem_response(
@@ -180,6 +174,17 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         )
     if isinstance(exc, HTTPException):
         return _http_exception_problem(request, exc)
+    if isinstance(exc, ObjectNotFound):
+        # The database names bytes storage does not have: deleted meanwhile (a stale cache in
+        # another worker) or lost. Either way there is nothing to serve; gc reports the lost ones.
+        logger.warning("object missing from storage on %s: %s", request.url.path, exc)
+        return problem_response(
+            request,
+            status=404,
+            problem_type="not-found",
+            title="Not found",
+            detail="this image is no longer available; it may have just been deleted",
+        )
     if isinstance(exc, StorageUnavailable | StorageConfigError | OperationalError | PoolTimeoutError | RedisError):
         return _unavailable(request, exc)
     if isinstance(exc, DBAPIError) and _is_database_outage(exc):
@@ -216,7 +221,7 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         status=HTTP_503_SERVICE_UNAVAILABLE,
         problem_type="service-unavailable",
         title="Service temporarily unavailable",
-        detail="storage or the database is not answering; nothing was saved — try again in a minute",
+        detail="storage or the database is not answering, so nothing was changed; try again in a minute",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,6 +90,17 @@ class StorageSettings(_Section):
     """S3 region, when the server wants one."""
     s3_timeout_seconds: float = 5.0
     """Connect/read timeout for one S3 request; a hanging server fails requests after this."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_without_scheme(cls, values: Any) -> Any:
+        """Accept http(s)://host:port too, as people copy it from their S3 console."""
+        if isinstance(values, dict):
+            endpoint = str(values.get("s3_endpoint") or "").strip().rstrip("/")
+            if endpoint.startswith("https://"):
+                values = {**values, "s3_secure": True}
+            values = {**values, "s3_endpoint": endpoint.removeprefix("https://").removeprefix("http://")}
+        return values
 
     @model_validator(mode="after")
     def _s3_needs_endpoint(self) -> StorageSettings:
@@ -199,7 +211,7 @@ def _development_secret(data_dir: Path) -> str:
 
 
 def check_production_settings(settings: Settings) -> None:
-    """Fail fast on values that are unsafe or that cannot work across several replicas."""
+    """Fail fast on production values that are unsafe (the secret key) or incomplete (S3 keys)."""
     if not settings.is_production:
         return
     resolve_secret_key(settings)

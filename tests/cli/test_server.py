@@ -42,10 +42,10 @@ class RunningServer:
     first_line: str
 
 
-def start_server(env: dict[str, str], cwd: Path) -> RunningServer:
+def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningServer:
     port = free_port()
     process = subprocess.Popen(
-        [str(BIN / "chitram"), "--port", str(port)],
+        [str(BIN / "chitram"), "--port", str(port), "--workers", str(workers)],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -195,3 +195,28 @@ def test_hanging_s3_fails_admin_health_and_recovers_without_restart(
         assert recovered.returncode == 0, recovered.stderr
     finally:
         stop(server)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--workers", "2"], {}, "CHITRAM_REDIS_URL"),
+        ([], {"CHITRAM_STORAGE_BACKEND": "s3"}, "CHITRAM_S3_ENDPOINT"),
+        ([], {"CHITRAM_MAX_UPLOAD_BYTES": "lots"}, "max_upload_bytes"),
+    ],
+)
+def test_unworkable_settings_are_refused_with_a_message(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [str(BIN / "chitram"), *args],
+        env=clean_env(CHITRAM_DATA_DIR=str(tmp_path), **env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "refusing to start" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -185,3 +185,19 @@ async def test_missing_image_page_is_html_404(app: Litestar, client: Client) -> 
     response = await client.get("/i/nothinghere1", headers={"Accept": "text/html"})
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_bytes_lost_from_storage_give_a_404_problem_not_a_crash(app: Litestar, client: Client) -> None:
+    image = await created_image(client)
+    await client.get(image["url"])  # cache the metadata
+    async for info in app.state.storage.list("originals/"):
+        await app.state.storage.delete(info.key)
+    response = await client.get(image["url"])
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_non_browser_clients_get_problems_for_byte_urls(client: Client) -> None:
+    response = await client.get("/i/missing00000.png", headers={"Accept": "*/*"})
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -107,3 +107,16 @@ async def test_different_images_get_different_objects(app: Litestar, client: Cli
     two = (await upload(client, png_bytes(color=(2, 2, 2)))).json()
     assert one["sha256"] != two["sha256"]
     assert len(await stored_keys(app)) == 6
+
+
+async def test_concurrent_deletes_of_one_image_count_once(app: Litestar, client: Client) -> None:
+    data = png_bytes((33, 33))
+    twin = (await upload(client, data)).json()
+    doomed = (await upload(client, data)).json()
+    headers = {"X-Delete-Token": doomed["delete_token"]}
+    statuses = await asyncio.gather(
+        *(client.delete(f"/api/v1/images/{doomed['id']}", headers=headers) for _ in range(12))
+    )
+    assert sorted(response.status_code for response in statuses) == [204] + [404] * 11
+    assert await blob_refcounts(app) == {twin["sha256"]: 1}
+    assert (await client.get(twin["url"])).status_code == 200

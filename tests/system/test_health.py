@@ -11,7 +11,7 @@ from chitram.app import create_app
 from chitram.settings import Settings
 from tests.images.test_api import Client
 from tests.support.faults import FaultProxy
-from tests.support.services import PostgresService
+from tests.support.services import PostgresService, S3Service
 
 
 async def test_live_and_ready(client: Client, stack: str) -> None:
@@ -85,3 +85,15 @@ async def test_memory_cache_is_ready_on_the_embedded_stack(embedded_settings: Se
     async with AsyncTestClient(create_app(embedded_settings)) as client:
         body = (await client.get("/health/ready")).json()
         assert body["components"]["cache"]["status"] == "ok"
+
+
+async def test_bucket_is_created_once_s3_comes_back_after_a_start_without_it(
+    proxied_settings: Settings, s3_proxy: FaultProxy, s3: S3Service
+) -> None:
+    s3_proxy.refuse()
+    async with AsyncTestClient(create_app(proxied_settings)) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 503
+        s3_proxy.heal()
+        await wait_for_status(client, 200, within=15)
+        assert s3.list_keys(proxied_settings.storage.s3_bucket) == []  # the bucket exists

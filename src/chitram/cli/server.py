@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from chitram.db import upgrade_to_head
 from chitram.settings import Settings, UnsafeSettingsError, check_production_settings, resolve_secret_key
 
@@ -28,13 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValidationError as exc:
+        sys.exit(f"chitram: refusing to start: invalid settings:\n{exc}")
     args = parse_args(argv, settings)
     try:
         check_production_settings(settings)
         resolve_secret_key(settings)
     except UnsafeSettingsError as exc:
         sys.exit(f"chitram: refusing to start: {exc}")
+    if args.workers > 1 and not settings.cache.redis_url:
+        sys.exit(
+            "chitram: refusing to start: --workers above 1 needs CHITRAM_REDIS_URL; "
+            "the memory cache is per process, so workers would serve each other's stale metadata"
+        )
     if settings.is_embedded_database:
         upgrade_to_head(settings)
     local_or_any = ("127.0.0.1", "0.0.0.0", "::")  # noqa: S104 - only decides which address to print

@@ -12,7 +12,6 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.response import Stream
 
-from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage, StoredVariant
 from chitram.storage import ObjectStorage
 
@@ -89,10 +88,11 @@ def _if_none_match(request: Request[Any, Any, Any], etag: str) -> bool:
 
 
 def _base_headers(image: CachedImage, variant: str, stored: StoredVariant) -> dict[str, str]:
-    cache = IMMUTABLE_CACHE if image.visibility in (Visibility.PUBLIC, Visibility.UNLISTED) else "private, no-store"
+    # Public and unlisted bytes never change under their URL (content-addressed), so caches may
+    # keep them for a year; private images (a later feature) will need their own rules here.
     return {
         "ETag": etag_for(image, variant),
-        "Cache-Control": cache,
+        "Cache-Control": IMMUTABLE_CACHE,
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": SANDBOX_CSP,
         "Content-Disposition": content_disposition(image, variant, stored),
@@ -123,7 +123,7 @@ async def serve_variant(
         byte_range = parse_range(range_header, stored.size)
     except RangeNotSatisfiable:
         headers["Content-Range"] = f"bytes */{stored.size}"
-        return Response(content=b"", status_code=416, headers=headers)
+        return Response(content=b"", status_code=416, headers=headers, media_type=stored.content_type)
     status = 200
     length = stored.size
     if byte_range is not None:

@@ -299,9 +299,12 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
     async def delete_image(self, *, public_id: str, delete_token: str | None) -> None:
         try:
             image = await self._locked_image(public_id, delete_token)
-            sha256 = image.blob_sha256
-            await self.session.delete(image)
-            await self.session.flush()
+            # Count the row this statement really removed: SQLite ignores FOR UPDATE, so two
+            # concurrent deletes can both pass the check above; only one of them deletes.
+            removed = await self.session.execute(delete(Image).where(Image.id == image.id).returning(Image.blob_sha256))
+            sha256 = removed.scalar_one_or_none()
+            if sha256 is None:
+                raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
             await self.session.execute(update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1))
             await self.session.commit()
         except BaseException:
@@ -377,11 +380,15 @@ async def collect_garbage(service: ImageService, *, grace_seconds: float, dry_ru
     ).all()
     await session.rollback()
     for sha256 in unreferenced:
-        if dry_run or await service.collect_blob(sha256):
+        if dry_run or await service.collect_blob(sha256, quiet=True):
             report.collected_blobs.append(sha256)
     known: set[str] = set()
-    for row in (await session.execute(select(Blob.original_key, Blob.thumbnail_key, Blob.preview_key))).all():
-        known.update(row)
+    needed: set[str] = set()
+    keys = select(Blob.original_key, Blob.thumbnail_key, Blob.preview_key, Blob.refcount)
+    for original_key, thumbnail_key, preview_key, refcount in (await session.execute(keys)).all():
+        known.update((original_key, thumbnail_key, preview_key))
+        if refcount > 0:
+            needed.update((original_key, thumbnail_key, preview_key))
     await session.rollback()
     for prefix in ("originals/", "thumbnails/", "previews/"):
         async for info in storage.list(prefix):
@@ -390,7 +397,7 @@ async def collect_garbage(service: ImageService, *, grace_seconds: float, dry_ru
             report.orphan_objects.append(info.key)
             if not dry_run:
                 await storage.delete(info.key)
-    for key in sorted(known):
+    for key in sorted(needed):
         if await storage.stat(key) is None:
             report.missing_objects.append(key)
     return report

@@ -1,0 +1,65 @@
+"""Concurrency through a real `chitram` server (granian), where requests truly interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chitram.settings import Settings
+from tests.cli.test_server import RunningServer, start_server, stop
+from tests.conftest import settings_env
+from tests.images.test_api import png_bytes
+
+
+@pytest.fixture
+def live(settings: Settings, tmp_path: Path) -> Iterator[RunningServer]:
+    server = start_server(settings_env(settings), cwd=tmp_path, workers=2 if settings.cache.redis_url else 1)
+    yield server
+    stop(server)
+
+
+async def post_image(http: httpx.AsyncClient, data: bytes) -> dict[str, str]:
+    response = await http.post("/api/v1/images", files={"file": ("same.png", data, "image/png")})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def test_concurrent_deletes_of_one_image_count_once(live: RunningServer) -> None:
+    data = png_bytes((33, 33), color=(9, 9, 9))
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        twin = await post_image(http, data)
+        doomed = await post_image(http, data)
+        headers = {"X-Delete-Token": doomed["delete_token"]}
+        responses = await asyncio.gather(
+            *(http.delete(f"/api/v1/images/{doomed['id']}", headers=headers) for _ in range(12))
+        )
+        assert sorted(r.status_code for r in responses) == [204] + [404] * 11
+        survivor = await http.get(twin["url"])
+        assert survivor.status_code == 200
+        assert hashlib.sha256(survivor.content).hexdigest() == twin["sha256"]
+        # the twin's reference is still counted: deleting it removes the bytes, not before
+        await http.delete(f"/api/v1/images/{twin['id']}", headers={"X-Delete-Token": twin["delete_token"]})
+        assert (await http.get(twin["url"])).status_code == 404
+
+
+async def test_uploads_racing_deletes_of_the_same_content_lose_no_bytes(live: RunningServer) -> None:
+    data = png_bytes((48, 48), color=(4, 5, 6))
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
+        alive = [await post_image(http, data) for _ in range(3)]
+        for _round in range(4):
+            deletes = [
+                http.delete(f"/api/v1/images/{image['id']}", headers={"X-Delete-Token": image["delete_token"]})
+                for image in alive
+            ]
+            uploads = [post_image(http, data) for _ in range(3)]
+            results = await asyncio.gather(*deletes, *uploads)
+            assert all(r.status_code == 204 for r in results[:3])  # type: ignore[union-attr]
+            alive = list(results[3:])  # type: ignore[arg-type]
+            for image in alive:
+                for url in (image["url"], image["thumbnail_url"], image["preview_url"]):
+                    assert (await http.get(url)).status_code == 200, f"lost bytes behind {url}"
