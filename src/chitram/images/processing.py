@@ -7,13 +7,14 @@ data (polyglots). Size limits are enforced from headers, before any pixel is dec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import logging
 import pathlib
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,21 +198,65 @@ def process_image(source: pathlib.Path, *, limits: ImageLimits) -> ProcessedImag
         raise CorruptImage() from exc
 
 
+def measure_image(source: pathlib.Path, *, limits: ImageLimits) -> int:
+    """Pixels the decode will hold (frames × canvas), from headers only; refuses what process_image would."""
+    data = source.read_bytes()
+    try:
+        with _open(data, limits) as im:
+            kind = _FORMAT_ALIASES.get(str(im.format), str(im.format))
+            if kind not in ALLOWED_FORMATS:
+                raise UnsupportedImageType(_unsupported_detail(data[:32]))
+            _check_frame(im.size, limits)
+            return _count_frames(im, kind, data, limits) * im.size[0] * im.size[1]
+    except ImageRejected:
+        raise
+    except Exception as exc:
+        logger.info("rejected unreadable upload header", exc_info=True)
+        raise CorruptImage() from exc
+
+
+class PixelBudget:
+    """Bounds the decoded pixels held at once: small images share it, a huge animation waits."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+        self._changed = anyio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, pixels: int) -> AsyncIterator[None]:
+        pixels = min(max(pixels, 1), self.total)  # one job larger than the budget runs alone
+        async with self._changed:
+            while self.in_use + pixels > self.total:
+                await self._changed.wait()
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._changed:
+                    self.in_use -= pixels
+                    self._changed.notify_all()
+
+
 class ImageProcessor:
-    """Runs process_image off the event loop with a bounded number at once."""
+    """Runs process_image off the event loop: a bounded number at once (CPU), within a pixel
+    budget (memory: a decoded frame costs about 4 bytes a pixel, an animation holds them all)."""
 
     def __init__(self, *, limits: ImageLimits, concurrency: int) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._limits = limits
-        # Each job can hold hundreds of megabytes of decoded frames: the limiter bounds memory
-        # as much as CPU.
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self.budget = PixelBudget(max(limits.max_total_pixels, limits.max_pixels))
 
     async def process(self, source: pathlib.Path) -> ProcessedImage:
-        """Process one upload in a worker thread, waiting for a free slot first."""
-        job = functools.partial(process_image, source, limits=self._limits)
-        return await anyio.to_thread.run_sync(job, limiter=self._limiter)
+        """Process one upload in a worker thread, waiting for a free slot and enough budget."""
+        measure = functools.partial(measure_image, source, limits=self._limits)
+        pixels = await anyio.to_thread.run_sync(measure, limiter=self._limiter)
+        async with self.budget.reserve(pixels):
+            job = functools.partial(process_image, source, limits=self._limits)
+            return await anyio.to_thread.run_sync(job, limiter=self._limiter)
 
 
 def _process(data: bytes, limits: ImageLimits) -> ProcessedImage:
