@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = Database.from_settings(settings)
     storage = create_storage(settings)
     stores = create_stores(settings)
-    cache = SafeCache(stores.cache, ttl_seconds=settings.cache.cache_ttl_seconds)
+    cache = SafeCache(stores, ttl_seconds=settings.cache.cache_ttl_seconds)
     processor = ImageProcessor(
         limits=ImageLimits(
             max_pixels=settings.upload.max_pixels,

@@ -185,11 +185,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             title="Not found",
             detail="this image is no longer available; it may have just been deleted",
         )
-    if isinstance(exc, StorageUnavailable | StorageConfigError | OperationalError | PoolTimeoutError | RedisError):
-        return _unavailable(request, exc)
-    if isinstance(exc, DBAPIError) and _is_database_outage(exc):
-        return _unavailable(request, exc)
-    if isinstance(exc, OSError | TimeoutError):
+    if any(_is_outage(cause) for cause in _causes(exc)):
         return _unavailable(request, exc)
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -205,6 +201,24 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 # connection exceptions, insufficient resources, operator intervention (shutdown, restart),
 # and 55000 (e.g. a database that is not accepting connections).
 _OUTAGE_SQLSTATE_PREFIXES = ("08", "53", "57P", "55000")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: libraries re-raise driver errors as their own."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, StorageUnavailable | StorageConfigError | OperationalError | PoolTimeoutError | RedisError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return _is_database_outage(exc)
+    return isinstance(exc, OSError | TimeoutError)
 
 
 def _is_database_outage(exc: DBAPIError) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import anyio
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
@@ -56,29 +57,56 @@ def create_stores(settings: Settings) -> Stores:
     return Stores(cache=root.with_namespace("cache"), redis=redis)
 
 
-class SafeCache:
-    """A cache that never fails a request: a store error counts as a miss and is logged."""
+TOMBSTONE = b"\x00gone"
+TOMBSTONE_SECONDS = 30
+CACHE_KEY_PREFIX = f"{NAMESPACE}:cache:"
 
-    def __init__(self, store: Store, *, ttl_seconds: int) -> None:
-        self._store = store
+
+class SafeCache:
+    """The metadata cache. It never fails a request (a store error counts as a miss), and a
+    change always wins over a reader that loaded the old row just before it:
+
+    - readers only *add* (set if absent);
+    - a change leaves a short-lived tombstone, which readers cannot overwrite, so the next
+      reads go to the database until it expires.
+    """
+
+    def __init__(self, stores: Stores, *, ttl_seconds: int) -> None:
+        self._memory = stores.cache
+        self._redis = stores.redis
         self._ttl = ttl_seconds
+        self._add_lock = anyio.Lock()  # makes get-then-set atomic for the in-process store
 
     async def get(self, key: str) -> bytes | None:
         try:
-            return await self._store.get(key)
+            if self._redis is not None:
+                value: bytes | None = await self._redis.get(CACHE_KEY_PREFIX + key)
+            else:
+                value = await self._memory.get(key)
         except Exception:
             logger.warning("cache read failed for %s", key, exc_info=True)
             return None
+        return None if value == TOMBSTONE else value
 
-    async def set(self, key: str, value: bytes) -> None:
+    async def add(self, key: str, value: bytes) -> None:
+        """Cache `value` unless anything (an entry or a tombstone) is there already."""
         try:
-            await self._store.set(key, value, expires_in=self._ttl)
+            if self._redis is not None:
+                await self._redis.set(CACHE_KEY_PREFIX + key, value, ex=self._ttl, nx=True)
+                return
+            async with self._add_lock:
+                if not await self._memory.exists(key):
+                    await self._memory.set(key, value, expires_in=self._ttl)
         except Exception:
             logger.warning("cache write failed for %s", key, exc_info=True)
 
-    async def delete(self, key: str) -> None:
+    async def invalidate(self, key: str) -> None:
         try:
-            await self._store.delete(key)
+            if self._redis is not None:
+                await self._redis.set(CACHE_KEY_PREFIX + key, TOMBSTONE, ex=TOMBSTONE_SECONDS)
+                return
+            async with self._add_lock:
+                await self._memory.set(key, TOMBSTONE, expires_in=TOMBSTONE_SECONDS)
         except Exception:
-            # A stale entry would outlive a delete; it expires after the TTL at the latest.
+            # A stale entry would outlive the change; it expires after the TTL at the latest.
             logger.error("cache invalidation failed for %s", key, exc_info=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from typing import Any
 
@@ -175,3 +176,32 @@ async def test_gps_and_camera_data_are_gone_and_image_is_upright(client: Client)
         assert not image.getexif()
         assert "exif" not in image.info
     assert b"GPS" not in served and b"SECRET" not in served
+
+
+async def test_junk_ids_and_cursors_are_clean_4xx(client: Client) -> None:
+    for path in ("/api/v1/images/%00", "/api/v1/images/" + "a" * 300, "/i/%00.png", "/i/%00/thumbnail.webp"):
+        response = await client.get(path)
+        assert response.status_code == 404, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    for method in ("PATCH", "DELETE"):
+        response = await client.request(method, "/api/v1/images/%00", json={}, headers={"X-Delete-Token": "x"})
+        assert response.status_code == 404
+    huge = base64.urlsafe_b64encode(b"9" * 40).decode()
+    assert (await client.get("/api/v1/images", params={"cursor": huge})).status_code == 400
+
+
+async def test_an_unreadable_cache_entry_is_a_miss(app: Litestar, client: Client) -> None:
+    created = (await upload(client, png_bytes())).json()
+    await client.get(f"/api/v1/images/{created['id']}")
+    cache = app.state.cache
+    await cache.invalidate("image:" + created["id"])
+    await cache.add("image:" + created["id"], b'{"public_id": "written by another version"}')
+    # invalidate leaves a tombstone, so write the bad entry straight into the store
+    stores = app.state.stores
+    if stores.redis is not None:
+        await stores.redis.set("chitram:cache:image:" + created["id"], b'{"shape": "old"}')
+    else:
+        await stores.cache.set("image:" + created["id"], b'{"shape": "old"}')
+    response = await client.get(f"/api/v1/images/{created['id']}")
+    assert response.status_code == 200, response.text
+    assert (await client.get(created["url"])).status_code == 200

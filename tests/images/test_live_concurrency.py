@@ -63,3 +63,20 @@ async def test_uploads_racing_deletes_of_the_same_content_lose_no_bytes(live: Ru
             for image in alive:
                 for url in (image["url"], image["thumbnail_url"], image["preview_url"]):
                     assert (await http.get(url)).status_code == 200, f"lost bytes behind {url}"
+
+
+async def test_edits_racing_a_delete_get_200_or_404_never_500(live: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
+        images = [await post_image(http, png_bytes((20, 20), color=(i, 0, 0))) for i in range(15)]
+        requests = []
+        for image in images:
+            headers = {"X-Delete-Token": image["delete_token"]}
+            path = f"/api/v1/images/{image['id']}"
+            requests += [http.patch(path, json={"title": f"t{n}"}, headers=headers) for n in range(3)]
+            requests.append(http.delete(path, headers=headers))
+        responses = await asyncio.gather(*requests)
+        statuses = [response.status_code for response in responses]
+        assert set(statuses) <= {200, 204, 404}, [r.text for r in responses if r.status_code >= 500][:3]
+        assert statuses.count(204) == len(images)
+        for image in images:
+            assert (await http.get(f"/api/v1/images/{image['id']}")).status_code == 404

@@ -115,7 +115,7 @@ async def _gc(settings: Settings, *, dry_run: bool, grace_seconds: float) -> Gar
             service = ImageService(
                 session,
                 storage=storage,
-                cache=SafeCache(stores.cache, ttl_seconds=1),
+                cache=SafeCache(stores, ttl_seconds=1),
                 processor=ImageProcessor(limits=ImageLimits(), concurrency=1),
             )
             return await collect_garbage(service, grace_seconds=grace_seconds, dry_run=dry_run)

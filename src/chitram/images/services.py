@@ -45,6 +45,8 @@ MAX_PAGE_SIZE = 100
 MAX_TITLE_LENGTH = 200
 CACHE_PREFIX = "image:"
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{12}")
+MAX_CURSOR = 2**63 - 1
 
 
 def new_public_id() -> str:
@@ -91,7 +93,7 @@ def decode_cursor(cursor: str) -> int:
         value = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page") from None
-    if value <= 0:
+    if not 0 < value <= MAX_CURSOR:
         raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page")
     return value
 
@@ -149,15 +151,30 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     async def get_image(self, public_id: str) -> CachedImage:
         """The image's metadata, from the cache when it is warm."""
-        cached = await self.cache.get(CACHE_PREFIX + public_id)
+        _check_public_id(public_id)
+        cached = await self._cached(public_id)
         if cached is not None:
-            return msgspec.json.decode(cached, type=CachedImage)
-        image = await self.repository.get_one_or_none(Image.public_id == public_id)
-        if image is None:
-            raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
-        result = to_cached(image)
-        await self.cache.set(CACHE_PREFIX + public_id, msgspec.json.encode(result))
+            return cached
+        statement = select(Image).where(Image.public_id == public_id)
+        image = (await self.session.scalars(statement)).one_or_none()
+        result = to_cached(image) if image is not None else None
+        await self.session.rollback()  # end the read transaction (rollback expires loaded objects)
+        if result is None:
+            raise _not_found(public_id)
+        await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
         return result
+
+    async def _cached(self, public_id: str) -> CachedImage | None:
+        raw = await self.cache.get(CACHE_PREFIX + public_id)
+        if raw is None:
+            return None
+        try:
+            return msgspec.json.decode(raw, type=CachedImage)
+        except msgspec.DecodeError:
+            # Written by another version during a rolling deploy: treat it as a miss.
+            logger.warning("ignoring an unreadable cache entry for %s", public_id)
+            await self.cache.invalidate(CACHE_PREFIX + public_id)
+            return None
 
     async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
@@ -264,10 +281,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
     # -- changes -----------------------------------------------------------------------
 
     async def _locked_image(self, public_id: str, delete_token: str | None) -> Image:
+        _check_public_id(public_id)
         statement = select(Image).where(Image.public_id == public_id).with_for_update(of=Image)
         image = (await self.session.scalars(statement)).one_or_none()
         if image is None:
-            raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
+            raise _not_found(public_id)
         if not _token_matches(delete_token, image.delete_token_hash):
             raise ForbiddenError(
                 "the delete token is missing or wrong; send the token you got at upload in the X-Delete-Token header"
@@ -282,19 +300,32 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         title: str | msgspec.UnsetType | None = msgspec.UNSET,
         visibility: Visibility | msgspec.UnsetType = msgspec.UNSET,
     ) -> CachedImage:
+        changes: dict[str, str | None] = {}
+        if title is not msgspec.UNSET:
+            changes["title"] = clean_title(title)
+        if visibility is not msgspec.UNSET:
+            changes["visibility"] = Visibility(visibility).value
         try:
             image = await self._locked_image(public_id, delete_token)
-            if title is not msgspec.UNSET:
-                image.title = clean_title(title)
-            if visibility is not msgspec.UNSET:
-                image.visibility = Visibility(visibility).value
+            # One statement that reports the row it changed: a delete that won the race
+            # (SQLite ignores FOR UPDATE) turns into a 404 instead of a crash.
+            statement = update(Image).where(Image.id == image.id).values(**changes).returning(Image.id)
+            if changes and (await self.session.execute(statement)).scalar_one_or_none() is None:
+                raise _not_found(public_id)
+            refreshed = (
+                await self.session.scalars(
+                    select(Image).where(Image.id == image.id).execution_options(populate_existing=True)
+                )
+            ).one_or_none()
+            if refreshed is None:
+                raise _not_found(public_id)
+            result = to_cached(refreshed)
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
             raise
-        await self.cache.delete(CACHE_PREFIX + public_id)
-        refreshed = await self.session.get_one(Image, image.id, populate_existing=True)
-        return to_cached(refreshed)
+        await self.cache.invalidate(CACHE_PREFIX + public_id)
+        return result
 
     async def delete_image(self, *, public_id: str, delete_token: str | None) -> None:
         try:
@@ -304,13 +335,13 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             removed = await self.session.execute(delete(Image).where(Image.id == image.id).returning(Image.blob_sha256))
             sha256 = removed.scalar_one_or_none()
             if sha256 is None:
-                raise NotFoundError(f"no image has the id '{public_id}'; it may have been deleted")
+                raise _not_found(public_id)
             await self.session.execute(update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1))
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
             raise
-        await self.cache.delete(CACHE_PREFIX + public_id)
+        await self.cache.invalidate(CACHE_PREFIX + public_id)
         await self.collect_blob(sha256, quiet=True)
 
     async def collect_blob(self, sha256: str, *, quiet: bool = False) -> bool:
@@ -339,6 +370,18 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
                 raise
             logger.warning("could not collect blob %s now; `chitram-admin gc` will retry", sha256, exc_info=True)
             return False
+
+
+def _check_public_id(public_id: str) -> None:
+    # Ids are generated by us; anything else cannot exist, and never reaches the database.
+    if not _PUBLIC_ID.fullmatch(public_id):
+        raise _not_found(public_id)
+
+
+def _not_found(public_id: str) -> NotFoundError:
+    if not _PUBLIC_ID.fullmatch(public_id):
+        return NotFoundError("no image has this id; image ids are 12 letters, digits, '-' or '_'")
+    return NotFoundError(f"no image has the id '{public_id}'; check the link, or it may have been deleted")
 
 
 def _token_matches(token: str | None, expected_hash: str | None) -> bool:

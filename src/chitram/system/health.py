@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from sqlalchemy import text
 from chitram.db import Database
 from chitram.storage import ObjectStorage
 from chitram.stores import Stores
+
+logger = logging.getLogger(__name__)
 
 
 class ComponentStatus(msgspec.Struct, omit_defaults=True):
@@ -40,8 +43,21 @@ async def _timed(check: Callable[[], Awaitable[Any]], limit_seconds: float) -> C
     except TimeoutError:
         return ComponentStatus("down", _ms(started), f"no answer within {limit_seconds:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
-        return ComponentStatus("down", _ms(started), f"{type(exc).__name__}: {exc}"[:300])
+        # The probe is public: say what kind of failure it is, keep addresses and details in the log.
+        logger.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+        return ComponentStatus("down", _ms(started), _reason(exc))
     return ComponentStatus("ok", _ms(started))
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__} {exc}".lower()
+    if "refused" in text:
+        return "connection refused"
+    if "timeout" in text or "timed out" in text:
+        return "timed out"
+    if isinstance(exc, OSError) or "connect" in text or "unreachable" in text:
+        return "unreachable"
+    return "failed (see the server log)"
 
 
 def _ms(started: float) -> float:
