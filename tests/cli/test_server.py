@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
@@ -52,6 +53,8 @@ def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningSer
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # Never outlive the test run, whatever happens to the fixture that started it.
+    atexit.register(lambda: process.poll() is None and process.kill())
     assert process.stdout is not None
     first_line = process.stdout.readline()
     url = f"http://127.0.0.1:{port}"
