@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 import msgspec
@@ -218,7 +220,18 @@ def _is_outage(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError):
         return _is_database_outage(exc)
-    return isinstance(exc, OSError | TimeoutError)
+    return _is_network_error(exc)
+
+
+_NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """A dependency we could not reach, as opposed to a local OSError (a bug, e.g. a missing file)."""
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    # asyncpg reports several failed addresses as one plain OSError.
+    return isinstance(exc, OSError) and (exc.errno in _NETWORK_ERRNOS or "Connect call failed" in str(exc))
 
 
 def _is_database_outage(exc: DBAPIError) -> bool:

@@ -46,7 +46,7 @@ class ServerSettings(_Section):
     env: Environment = Environment.DEVELOPMENT
     """`development` (the default) or `production` (refuses unsafe values)."""
     secret_key: str = ""
-    """Signs tokens and URLs. Required in production; generated into DATA_DIR in development."""
+    """Secret for signed sessions and links. Required in production; generated into DATA_DIR in development."""
     public_url: str = ""
     """Base URL that links are built from, e.g. https://img.example.com. Empty: taken from each request."""
     data_dir: Path = Path("data")
@@ -83,7 +83,7 @@ class StorageSettings(_Section):
     s3_secret_key: str = ""
     """S3 secret key."""
     s3_bucket: str = "chitram"
-    """Bucket for images; created on start when missing."""
+    """Bucket for images; created when missing (retried until S3 answers)."""
     s3_secure: bool = False
     """Use HTTPS to reach the S3 server."""
     s3_region: str | None = None

@@ -10,6 +10,7 @@ import time
 import click
 import httpx
 from advanced_alchemy.cli import add_migration_commands
+from pydantic import ValidationError
 
 from chitram.db import Database, build_alchemy_config
 from chitram.images.services import GarbageReport
@@ -27,7 +28,7 @@ def cli(ctx: click.Context) -> None:
 @click.pass_context
 def db_group(ctx: click.Context) -> None:
     """Database migrations (advanced-alchemy / Alembic). Use `upgrade --no-prompt` in scripts."""
-    settings = Settings.from_env()
+    settings = load_settings()
     if settings.is_embedded_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx.obj["configs"] = [build_alchemy_config(settings)]
@@ -42,7 +43,7 @@ add_migration_commands(db_group)
 @click.option("--json", "as_json", is_flag=True, help="Print the readiness document as JSON.")
 def health(url: str | None, wait_seconds: float, as_json: bool) -> None:
     """Exit 0 when the app is ready (database, storage and cache answer); otherwise 1, naming what is down."""
-    settings = Settings.from_env()
+    settings = load_settings()
     base = (url or f"http://127.0.0.1:{settings.server.port}").rstrip("/")
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -90,7 +91,7 @@ def _probe(url: str) -> tuple[bool, dict[str, object] | None, str]:
 )
 def gc(dry_run: bool, grace_seconds: float) -> None:
     """Remove stored objects no image uses; report images whose objects are missing (exit 1 then)."""
-    report = asyncio.run(_gc(Settings.from_env(), dry_run=dry_run, grace_seconds=grace_seconds))
+    report = asyncio.run(_gc(load_settings(), dry_run=dry_run, grace_seconds=grace_seconds))
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(report.collected_blobs)} unreferenced blob(s)")
     click.echo(f"{verb} {len(report.orphan_objects)} orphan object(s)")
@@ -123,6 +124,14 @@ async def _gc(settings: Settings, *, dry_run: bool, grace_seconds: float) -> Gar
         await storage.close()
         await stores.close()
         await database.dispose()
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a one-line refusal instead of a traceback."""
+    try:
+        return Settings.from_env()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings:\n{exc}") from None
 
 
 def main() -> None:
