@@ -121,18 +121,30 @@ def embedded_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
 def production_settings(
     tmp_path: Path, postgres: PostgresService, pg_template: str, redis_service: RedisService, s3: S3Service
 ) -> Iterator[Settings]:
+    yield from production_stack(tmp_path, postgres, pg_template, redis_service.url_for_db(1), s3)
+
+
+def production_stack(
+    tmp_path: Path,
+    postgres: PostgresService,
+    pg_template: str,
+    redis_url: str,
+    s3: S3Service,
+    *,
+    s3_endpoint: str | None = None,
+    s3_timeout: float = 10.0,
+) -> Iterator[Settings]:
+    """Settings on a fresh database (cloned from the migrated template), bucket and Redis db."""
     database = f"chitram_test_{uuid.uuid4().hex[:12]}"
     postgres.create_database(database, template=pg_template)
     bucket = f"chitram-test-{uuid.uuid4().hex[:12]}"
-    redis_url = redis_service.url_for_db(1)
     redis.Redis.from_url(redis_url).flushdb()
-    settings = base_settings(
+    yield base_settings(
         tmp_path,
         database=DatabaseSettings(database_url=postgres.asyncpg_url(database), database_pool_size=5),
-        storage=production_storage(s3, bucket),
+        storage=production_storage(s3, bucket, endpoint=s3_endpoint, timeout=s3_timeout),
         cache=CacheSettings(redis_url=redis_url),
     )
-    yield settings
     postgres.drop_database(database)
     s3.remove_bucket(bucket)
 
@@ -208,14 +220,6 @@ def proxied_settings(
     s3: S3Service,
     s3_proxy: FaultProxy,
 ) -> Iterator[Settings]:
-    database = f"chitram_test_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(database, template=pg_template)
-    bucket = f"chitram-test-{uuid.uuid4().hex[:12]}"
-    yield base_settings(
-        tmp_path,
-        database=DatabaseSettings(database_url=postgres.asyncpg_url(database)),
-        storage=production_storage(s3, bucket, endpoint=s3_proxy.address, timeout=2.0),
-        cache=CacheSettings(redis_url=redis_service.url_for_db(2)),
+    yield from production_stack(
+        tmp_path, postgres, pg_template, redis_service.url_for_db(2), s3, s3_endpoint=s3_proxy.address, s3_timeout=2.0
     )
-    postgres.drop_database(database)
-    s3.remove_bucket(bucket)

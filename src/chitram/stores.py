@@ -6,9 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
-from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -24,15 +22,15 @@ NAMESPACE = "chitram"
 class Stores:
     """The stores of one app instance. With Redis every replica shares them."""
 
-    cache: Store
     redis: Redis | None  # type: ignore[type-arg]  # generic only in the stubs
+    memory: MemoryStore  # used only without Redis: in-process, one worker
 
     async def ping(self) -> None:
         """Raise when the backing store cannot answer."""
         if self.redis is not None:
             await self.redis.ping()
         else:
-            await self.cache.exists("health")
+            await self.memory.exists("health")
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -41,7 +39,7 @@ class Stores:
 
 def create_stores(settings: Settings) -> Stores:
     if not settings.cache.redis_url:
-        return Stores(cache=MemoryStore(), redis=None)
+        return Stores(redis=None, memory=MemoryStore())
     timeout = settings.health.health_timeout_seconds
     # Short socket timeouts: a hanging Redis must fail a request (which then falls back to the
     # database) rather than hold it forever.
@@ -53,8 +51,7 @@ def create_stores(settings: Settings) -> Stores:
         # redis-py retries with backoff by default, which would multiply the timeout.
         retry=Retry(NoBackoff(), 1),
     )
-    root = RedisStore(redis, namespace=NAMESPACE, handle_client_shutdown=False)
-    return Stores(cache=root.with_namespace("cache"), redis=redis)
+    return Stores(redis=redis, memory=MemoryStore())
 
 
 TOMBSTONE = b"\x00gone"
@@ -72,7 +69,7 @@ class SafeCache:
     """
 
     def __init__(self, stores: Stores, *, ttl_seconds: int) -> None:
-        self._memory = stores.cache
+        self._memory = stores.memory
         self._redis = stores.redis
         self._ttl = ttl_seconds
         self._add_lock = anyio.Lock()  # makes get-then-set atomic for the in-process store

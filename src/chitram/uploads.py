@@ -126,6 +126,11 @@ class _FormCollector:
         elif self._name:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
 
+    @property
+    def file_unfinished(self) -> bool:
+        """The body ended inside the file part (its closing boundary never came)."""
+        return self._handle is not None
+
     def discard(self) -> None:
         if self._handle is not None:
             self._handle.close()
@@ -154,7 +159,7 @@ async def read_upload_form(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-        if collector._handle is not None:
+        if collector.file_unfinished:
             raise InvalidRequestError("the upload ended before the file did; send it again")
         yield UploadForm(file=collector.file, fields=collector.fields)
     except MultipartParseError as exc:

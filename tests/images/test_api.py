@@ -201,7 +201,7 @@ async def test_an_unreadable_cache_entry_is_a_miss(app: Litestar, client: Client
     if stores.redis is not None:
         await stores.redis.set("chitram:cache:image:" + created["id"], b'{"shape": "old"}')
     else:
-        await stores.cache.set("image:" + created["id"], b'{"shape": "old"}')
+        await stores.memory.set("image:" + created["id"], b'{"shape": "old"}')
     response = await client.get(f"/api/v1/images/{created['id']}")
     assert response.status_code == 200, response.text
     assert (await client.get(created["url"])).status_code == 200

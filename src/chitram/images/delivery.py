@@ -68,7 +68,7 @@ def etag_for(image: CachedImage, variant: str) -> str:
     return f'"{image.sha256}-{variant}"'
 
 
-def content_disposition(image: CachedImage, variant: str, stored: StoredVariant) -> str:
+def content_disposition(image: CachedImage, variant: str) -> str:
     """RFC 6266 inline disposition: an ASCII fallback plus the UTF-8 name (RFC 5987)."""
     extension = image.extension if variant == "original" else "webp"
     stem = (image.original_filename or image.public_id).rsplit(".", 1)[0] or image.public_id
@@ -88,7 +88,7 @@ def _if_none_match(request: Request[Any, Any, Any], etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def _base_headers(image: CachedImage, variant: str, stored: StoredVariant) -> dict[str, str]:
+def _base_headers(image: CachedImage, variant: str) -> dict[str, str]:
     # Public and unlisted bytes never change under their URL (content-addressed), so caches may
     # keep them for a year; private images (a later feature) will need their own rules here.
     return {
@@ -96,26 +96,17 @@ def _base_headers(image: CachedImage, variant: str, stored: StoredVariant) -> di
         "Cache-Control": IMMUTABLE_CACHE,
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": SANDBOX_CSP,
-        "Content-Disposition": content_disposition(image, variant, stored),
+        "Content-Disposition": content_disposition(image, variant),
         "Accept-Ranges": "bytes",
         "Cross-Origin-Resource-Policy": "cross-origin",
     }
-
-
-async def _chunks(storage: ObjectStorage, key: str, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-    if byte_range is None:
-        async for chunk in storage.read(key):
-            yield chunk
-    else:
-        async for chunk in storage.read(key, offset=byte_range.start, length=byte_range.length):
-            yield chunk
 
 
 async def serve_variant(
     request: Request[Any, Any, Any], storage: ObjectStorage, image: CachedImage, variant: str
 ) -> Response[Any]:
     stored: StoredVariant = getattr(image, variant)
-    headers = _base_headers(image, variant, stored)
+    headers = _base_headers(image, variant)
     if _if_none_match(request, headers["ETag"]):
         return Response(content=b"", status_code=304, headers=headers)
     if_range = request.headers.get("if-range")
@@ -135,7 +126,10 @@ async def serve_variant(
     if request.method == "HEAD":
         return Response(content=b"", status_code=status, headers=headers, media_type=stored.content_type)
     # Fail before the status line goes out if the object is gone or storage is down.
-    stream = _chunks(storage, stored.key, byte_range)
+    if byte_range is None:
+        stream = storage.read(stored.key)
+    else:
+        stream = storage.read(stored.key, offset=byte_range.start, length=byte_range.length)
     first = await anext(stream, b"")
     return Stream(content=_prepend(first, stream), status_code=status, headers=headers, media_type=stored.content_type)
 

@@ -92,20 +92,12 @@ class HealthController(Controller):
     async def live(self) -> dict[str, str]:
         return {"status": "alive"}
 
-    @get("/ready", summary="Database, storage and cache answer", cache=False)
+    @get(["/", "/ready"], summary="Database, storage and cache answer (/health is the same)", cache=False)
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
-        return await _readiness_response(request)
-
-    @get("/", summary="Same as /health/ready", cache=False)
-    async def health(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
-        return await _readiness_response(request)
-
-
-async def _readiness_response(request: Request[Any, Any, Any]) -> Response[Readiness]:
-    checker: HealthChecker = request.app.state.health
-    readiness = await checker.readiness()
-    return Response(
-        readiness,
-        status_code=200 if readiness.ready else 503,
-        headers={"Cache-Control": "no-store"},
-    )
+        checker: HealthChecker = request.app.state.health
+        readiness = await checker.readiness()
+        return Response(
+            readiness,
+            status_code=200 if readiness.ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
