@@ -43,3 +43,19 @@ make-migration MESSAGE:
 
 # Everything CI checks
 check: lint typecheck test
+
+# Vendor htmx from the npm registry at the pinned version (no CDN at run time)
+vendor HTMX_VERSION="2.0.11":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+    (cd "$work" && npm pack --silent "htmx.org@{{HTMX_VERSION}}" >/dev/null && tar -xzf htmx.org-*.tgz)
+    mkdir -p frontend/static/vendor
+    rm -f frontend/static/vendor/htmx-*.min.js
+    cp "$work/package/dist/htmx.min.js" "frontend/static/vendor/htmx-{{HTMX_VERSION}}.min.js"
+    cp "$work/package/LICENSE" frontend/static/vendor/htmx.LICENSE
+    integrity="$(npm view "htmx.org@{{HTMX_VERSION}}" dist.integrity)"
+    sha="$(sha256sum "frontend/static/vendor/htmx-{{HTMX_VERSION}}.min.js" | cut -d' ' -f1)"
+    printf '# Vendored front-end code\n\n| package | version | file | sha256 | npm integrity |\n|---|---|---|---|---|\n| htmx.org | %s | htmx-%s.min.js | %s | %s |\n\nFetched by `just vendor` from the npm registry (package/dist/htmx.min.js).\nTo update: `just vendor NEW_VERSION`, then change the script tag in\nfrontend/templates/base.html and run the browser tests.\n' \
+        "{{HTMX_VERSION}}" "{{HTMX_VERSION}}" "$sha" "$integrity" > frontend/static/vendor/README.md
+    echo "htmx {{HTMX_VERSION}} vendored (sha256 $sha)"

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import anyio
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
@@ -27,15 +28,18 @@ from chitram.images.api import ImageController
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
+from chitram.security import add_security_headers, csrf_config
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
 from chitram.stores import SafeCache, create_stores
 from chitram.system.health import HealthChecker, HealthController
+from chitram.templating import configure_templates
 
 logger = logging.getLogger(__name__)
 
 STORAGE_RETRY_SECONDS = 5
 STALE_UPLOAD_SECONDS = 3600
+STATIC_MAX_AGE = 365 * 24 * 3600
 
 
 def frontend_dir() -> Path:
@@ -89,7 +93,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImagePages,
             HealthController,
             create_static_files_router(
-                path="/static", directories=[frontend_dir() / "static"], include_in_schema=False
+                path="/static",
+                directories=[frontend_dir() / "static"],
+                include_in_schema=False,
+                # Pages link static files with a content hash in the query (templating.static_url).
+                cache_control=CacheControlHeader(public=True, max_age=STATIC_MAX_AGE),
             ),
         ],
         dependencies={
@@ -98,13 +106,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        template_config=TemplateConfig(directory=templates, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=templates,
+            engine=JinjaTemplateEngine,
+            engine_callback=lambda engine: configure_templates(engine, static_dir=frontend_dir() / "static"),
+        ),
+        plugins=[HTMXPlugin()],
+        csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
+        before_send=[add_security_headers],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,
             description="Upload, share and browse images.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            # Only the document: the interactive viewers load their scripts from CDNs.
+            render_plugins=[JsonRenderPlugin()],
         ),
         request_max_body_size=settings.request_body_limit,
         state=State(

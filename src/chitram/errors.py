@@ -77,6 +77,9 @@ def _wants_json(request: Request[Any, Any, Any]) -> bool:
     """Browsers (which ask for text/html) get a page; the API and every other client a problem."""
     if request.url.path.startswith("/api/"):
         return True
+    if request.headers.get("hx-request") == "true":
+        # htmx and the upload script show the problem's detail in a toast or next to the file.
+        return True
     return "text/html" not in request.headers.get("accept", "")
 
 
@@ -93,7 +96,12 @@ def problem_response(
     if not _wants_json(request):
         return Template(
             template_name="error.html",
-            context={"status": status, "title": title, "detail": detail},
+            context={
+                "status": status,
+                "title": title,
+                "detail": detail,
+                "retry_after": (headers or {}).get("Retry-After"),
+            },
             status_code=status,
             headers=headers,
             media_type=MediaType.HTML,
@@ -118,9 +126,15 @@ def _http_exception_problem(request: Request[Any, Any, Any], exc: HTTPException)
     status = exc.status_code
     detail = exc.detail
     errors: list[dict[str, Any]] | None = None
-    problem_type = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(status, "http-error")
-    title = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}.get(status, "Request failed")
-    if status == 404:
+    problem_type = {403: "forbidden", 404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+        status, "http-error"
+    )
+    title = {403: "Forbidden", 404: "Not found", 405: "Method not allowed", 413: "Upload too large"}.get(
+        status, "Request failed"
+    )
+    if status == 403 and "CSRF" in detail:
+        detail = "this form has expired or did not come from this site; reload the page and try again"
+    elif status == 404:
         detail = f"nothing is at {request.url.path}; check the address (the API lives under /api/v1)"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import io
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,61 +15,7 @@ from PIL import Image
 
 from chitram.settings import Settings
 from tests.support.faults import FaultProxy
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHITRAM_")}
-    env.update(extra)
-    return env
-
-
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[str]
-    url: str
-    first_line: str
-
-
-def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningServer:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "chitram"), "--port", str(port), "--workers", str(workers)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    # Never outlive the test run, whatever happens to the fixture that started it.
-    atexit.register(lambda: process.poll() is None and process.kill())
-    assert process.stdout is not None
-    first_line = process.stdout.readline()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health/live", timeout=1).status_code == 200:
-                return RunningServer(process, url, first_line)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"chitram did not start: {first_line} {process.stdout.read()}")
-
-
-def stop(server: RunningServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+from tests.support.server import BIN, RunningServer, clean_env, free_port, start_server, stop
 
 
 @pytest.fixture

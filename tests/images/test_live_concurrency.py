@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from chitram.settings import Settings
-from tests.cli.test_server import RunningServer, start_server, stop
 from tests.conftest import settings_env
 from tests.images.test_api import png_bytes
+from tests.support.server import RunningServer, start_server, stop
 
 
 @pytest.fixture

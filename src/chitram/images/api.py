@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,9 +15,9 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from chitram.errors import InvalidRequestError
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage, ImageCreated, ImagePage, ImageRead, ImageUpdate
-from chitram.images.services import MAX_PAGE_SIZE, ImageService, clean_title, parse_visibility
+from chitram.images.services import MAX_PAGE_SIZE, ImageService, UploadResult, clean_title, parse_visibility
 from chitram.settings import Settings
-from chitram.uploads import read_upload_form
+from chitram.uploads import UploadForm, read_upload_form
 
 DeleteToken = Annotated[
     str | None,
@@ -55,6 +56,29 @@ def image_links(image: CachedImage, base: str) -> dict[str, str]:
     }
 
 
+async def receive_upload(
+    request: Request[Any, Any, Any],
+    image_service: ImageService,
+    *,
+    check_form: Callable[[UploadForm], None] | None = None,
+) -> UploadResult:
+    """Stream the multipart body to disk and store the image; shared by the API and the upload page."""
+    settings: Settings = request.app.state.settings
+    async with read_upload_form(
+        request, max_file_bytes=settings.upload.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
+    ) as form:
+        if check_form is not None:
+            check_form(form)
+        if form.file is None or form.file.size == 0:
+            raise InvalidRequestError("no image received; choose a file (multipart field 'file') and send it again")
+        return await image_service.upload_image(
+            source=form.file.path,
+            filename=form.file.filename,
+            title=clean_title(form.fields.get("title")),
+            visibility=parse_visibility(form.fields.get("visibility")),
+        )
+
+
 @dataclass
 class UploadOperation(Operation):
     """OpenAPI for the upload: the body is streamed by hand, so describe it here."""
@@ -91,18 +115,7 @@ class ImageController(Controller):
     async def upload(
         self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]
     ) -> ImageCreated:
-        settings: Settings = request.app.state.settings
-        async with read_upload_form(
-            request, max_file_bytes=settings.upload.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
-        ) as form:
-            if form.file is None or form.file.size == 0:
-                raise InvalidRequestError("no image received; send it in the multipart field 'file'")
-            result = await image_service.upload_image(
-                source=form.file.path,
-                filename=form.file.filename,
-                title=clean_title(form.fields.get("title")),
-                visibility=parse_visibility(form.fields.get("visibility")),
-            )
+        result = await receive_upload(request, image_service)
         read = to_read(result.image, base_url(request))
         return ImageCreated(**{f: getattr(read, f) for f in read.__struct_fields__}, delete_token=result.delete_token)
 

@@ -1,0 +1,327 @@
+// Chitram's only script of its own: uploads with progress, copy buttons, toasts, and the list of
+// uploads this browser made (ids and delete keys stay on this device, never on the server).
+// Every page works without it; it only makes them quicker. No inline code: the CSP forbids it.
+(function () {
+  "use strict";
+
+  const STORE_KEY = "chitram.uploads";
+  const STORE_LIMIT = 500;
+  const PARALLEL_UPLOADS = 3;
+
+  document.documentElement.classList.add("js");
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  // -- toasts ---------------------------------------------------------------------------
+
+  function toast(message, kind) {
+    const box = document.getElementById("toasts");
+    if (!box) return;
+    const item = document.createElement("div");
+    item.className = "toast " + (kind || "info");
+    item.textContent = message;
+    box.appendChild(item);
+    setTimeout(function () { item.remove(); }, kind === "error" ? 9000 : 5000);
+  }
+
+  // The server's problem+json says what went wrong and what to do; show its detail.
+  function problemDetail(status, text) {
+    try {
+      const problem = JSON.parse(text);
+      if (problem && typeof problem.detail === "string") return capitalise(problem.detail);
+    } catch (ignored) { /* not JSON: a proxy's page, say */ }
+    if (status === 413) return "The file is larger than this server accepts; choose a smaller one.";
+    if (status === 429) return "Too many requests; wait a minute and try again.";
+    if (status === 0) return "Could not reach the server; check your connection and try again.";
+    return "The request failed (HTTP " + status + "); try again.";
+  }
+
+  function capitalise(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    const xhr = event.detail.xhr;
+    toast(problemDetail(xhr.status, xhr.responseText), "error");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    toast(problemDetail(0, ""), "error");
+  });
+  document.addEventListener("chitram:toast", function (event) {
+    toast(event.detail.message, "success");
+  });
+
+  // -- uploads remembered on this device --------------------------------------------------
+
+  function loadUploads() {
+    try {
+      const list = JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
+      return Array.isArray(list) ? list : [];
+    } catch (ignored) {
+      return [];
+    }
+  }
+
+  function saveUploads(list) {
+    try {
+      localStorage.setItem(STORE_KEY, JSON.stringify(list.slice(0, STORE_LIMIT)));
+    } catch (ignored) { /* storage full or disabled: the delete link is still on screen */ }
+  }
+
+  function remember(element) {
+    const entry = {
+      id: element.dataset.id,
+      token: element.dataset.deleteToken,
+      pageUrl: element.dataset.pageUrl,
+      thumbnailUrl: element.dataset.thumbnailUrl,
+      title: element.dataset.title,
+      createdAt: element.dataset.createdAt,
+    };
+    saveUploads([entry].concat(loadUploads().filter(function (e) { return e.id !== entry.id; })));
+  }
+
+  function forget(id) {
+    saveUploads(loadUploads().filter(function (e) { return e.id !== id; }));
+    const card = document.querySelector('#mine-list [data-id="' + CSS.escape(id) + '"]');
+    if (card) card.remove();
+    showMine();
+  }
+
+  function tokenFor(id) {
+    const entry = loadUploads().find(function (e) { return e.id === id; });
+    if (entry) return entry.token;
+    const match = /^#token=([A-Za-z0-9_-]+)$/.exec(location.hash);
+    return match ? match[1] : "";
+  }
+
+  // Wire up what the server sent, on load and after every htmx swap.
+  function within(root, selector) {
+    const found = Array.from(root.querySelectorAll(selector));
+    if (root.matches && root.matches(selector)) found.unshift(root);
+    return found;
+  }
+
+  function scan(root) {
+    within(root, "[data-uploaded]").forEach(remember);
+    within(root, "[data-deleted-id]").forEach(function (el) { forget(el.dataset.deletedId); });
+    within(root, "[data-delete-token-for]").forEach(function (input) {
+      if (!input.value) input.value = tokenFor(input.dataset.deleteTokenFor);
+    });
+  }
+
+  function showMine() {
+    const section = document.getElementById("mine-section");
+    const list = document.getElementById("mine-list");
+    const template = document.getElementById("mine-item");
+    if (!section || !list || !template) return;
+    const uploads = loadUploads();
+    section.hidden = uploads.length === 0;
+    const shown = new Set(Array.from(list.children, function (li) { return li.dataset.id; }));
+    uploads.forEach(function (entry) {
+      if (shown.has(entry.id)) return;
+      const card = template.content.firstElementChild.cloneNode(true);
+      card.dataset.id = entry.id;
+      card.querySelector("a").href = entry.pageUrl;
+      const img = card.querySelector("img");
+      img.src = entry.thumbnailUrl;
+      img.alt = entry.title || "Untitled image";
+      card.querySelector(".card-title").textContent = entry.title || "Untitled image";
+      list.appendChild(card);
+    });
+  }
+
+  async function deleteRemembered(card) {
+    const id = card.dataset.id;
+    if (!confirm("Delete this image for everyone? This cannot be undone.")) return;
+    const body = new URLSearchParams({ delete_token: tokenFor(id) });
+    let response;
+    try {
+      response = await fetch("/i/" + encodeURIComponent(id) + "/delete", {
+        method: "POST",
+        headers: { "X-CSRFToken": csrfToken(), "HX-Request": "true" },
+        body: body,
+      });
+    } catch (ignored) {
+      toast(problemDetail(0, ""), "error");
+      return;
+    }
+    if (response.ok || response.status === 404) {
+      forget(id);
+      toast(response.ok ? "The image was deleted." : "That image was already gone.", "success");
+    } else {
+      toast(problemDetail(response.status, await response.text()), "error");
+    }
+  }
+
+  // -- copy buttons ---------------------------------------------------------------------
+
+  async function copyField(button) {
+    const field = document.getElementById(button.dataset.copy);
+    if (!field) return;
+    try {
+      await navigator.clipboard.writeText(field.value);
+    } catch (ignored) {
+      field.select();  // no clipboard permission: leave it selected for Ctrl+C
+      toast("Press Ctrl+C (⌘C on a Mac) to copy.", "info");
+      return;
+    }
+    const label = button.textContent;
+    button.textContent = "Copied";
+    button.classList.add("copied");
+    setTimeout(function () { button.textContent = label; button.classList.remove("copied"); }, 2000);
+  }
+
+  document.addEventListener("click", function (event) {
+    const copy = event.target.closest("[data-copy]");
+    if (copy) { copyField(copy); return; }
+    const forgetDelete = event.target.closest('[data-action="forget-delete"]');
+    if (forgetDelete) deleteRemembered(forgetDelete.closest("[data-id]"));
+  });
+
+  // -- the uploader -----------------------------------------------------------------------
+
+  function setUpUploader(form) {
+    const input = form.querySelector('input[type="file"]');
+    const zone = document.getElementById("drop-zone");
+    const list = document.getElementById("upload-list");
+    const section = document.getElementById("upload-section");
+    const maxBytes = Number(form.dataset.maxBytes || 0);
+    const queue = [];
+    let running = 0;
+
+    input.multiple = true;
+
+    function enqueue(files) {
+      Array.from(files).forEach(function (file, index) {
+        if (!file.name || file.name === "image.png") {
+          // Pasted screenshots arrive nameless; give them one worth keeping.
+          const extension = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
+          file = new File([file], "pasted-" + Date.now() + "-" + index + "." + extension, { type: file.type });
+        }
+        queue.push({ file: file, row: addRow(file) });
+      });
+      pump();
+    }
+
+    function addRow(file) {
+      section.hidden = false;
+      const row = document.createElement("li");
+      row.className = "upload-row";
+      const name = document.createElement("span");
+      name.className = "file-name";
+      name.textContent = file.name;
+      const progress = document.createElement("progress");
+      progress.max = 100;
+      progress.value = 0;
+      progress.setAttribute("aria-label", "Upload progress of " + file.name);
+      const status = document.createElement("p");
+      status.className = "status";
+      status.setAttribute("role", "status");
+      status.textContent = "Waiting…";
+      row.append(name, progress, status);
+      list.prepend(row);
+      return row;
+    }
+
+    function pump() {
+      while (running < PARALLEL_UPLOADS && queue.length) {
+        const job = queue.shift();
+        running += 1;
+        send(job.file, job.row).finally(function () { running -= 1; pump(); });
+      }
+    }
+
+    function fail(row, message) {
+      row.classList.add("failed");
+      const progress = row.querySelector("progress");
+      if (progress) progress.remove();
+      row.querySelector(".status").textContent = message;
+    }
+
+    function send(file, row) {
+      return new Promise(function (resolve) {
+        if (maxBytes && file.size > maxBytes) {
+          fail(row, "This file is " + (file.size / 1048576).toFixed(1) + " MiB; the limit is " +
+            (maxBytes / 1048576).toFixed(1) + " MiB. Choose a smaller file.");
+          resolve();
+          return;
+        }
+        const data = new FormData();
+        data.append("_csrf_token", csrfToken());
+        data.append("title", form.elements.title.value);
+        data.append("visibility", form.elements.visibility.value);
+        data.append("file", file, file.name);
+        const xhr = new XMLHttpRequest();
+        const progress = row.querySelector("progress");
+        const status = row.querySelector(".status");
+        status.textContent = "Uploading…";
+        xhr.upload.addEventListener("progress", function (event) {
+          if (event.lengthComputable) progress.value = Math.round((event.loaded / event.total) * 100);
+        });
+        xhr.upload.addEventListener("load", function () {
+          progress.removeAttribute("value");  // indeterminate while the server checks the image
+          status.textContent = "Processing…";
+        });
+        xhr.addEventListener("load", function () {
+          if (xhr.status >= 200 && xhr.status < 300) {
+            row.classList.add("done");
+            row.innerHTML = xhr.responseText;  // our own escaped fragment, same as an htmx swap
+            scan(row);
+            if (window.htmx) window.htmx.process(row);
+            showMine();
+          } else {
+            fail(row, problemDetail(xhr.status, xhr.responseText));
+          }
+          resolve();
+        });
+        xhr.addEventListener("error", function () { fail(row, problemDetail(0, "")); resolve(); });
+        xhr.open("POST", form.action);
+        xhr.setRequestHeader("HX-Request", "true");
+        xhr.setRequestHeader("X-CSRFToken", csrfToken());
+        xhr.send(data);
+      });
+    }
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (input.files.length) enqueue(input.files);
+      input.value = "";
+    });
+    input.addEventListener("change", function () {
+      if (input.files.length) enqueue(input.files);
+      input.value = "";
+    });
+
+    // Accept drops anywhere, so a near miss does not navigate away to the dropped file.
+    document.addEventListener("dragover", function (event) {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+    document.addEventListener("dragleave", function (event) {
+      if (!event.relatedTarget) zone.classList.remove("dragging");
+    });
+    document.addEventListener("drop", function (event) {
+      event.preventDefault();
+      zone.classList.remove("dragging");
+      if (event.dataTransfer && event.dataTransfer.files.length) enqueue(event.dataTransfer.files);
+    });
+    document.addEventListener("paste", function (event) {
+      const files = event.clipboardData ? event.clipboardData.files : [];
+      if (files.length) {
+        event.preventDefault();
+        enqueue(files);
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    scan(document);
+    showMine();
+    const form = document.getElementById("upload-form");
+    if (form) setUpUploader(form);
+  });
+  document.addEventListener("htmx:load", function (event) { scan(event.detail.elt); });
+})();
