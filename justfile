@@ -59,3 +59,7 @@ vendor HTMX_VERSION="2.0.11":
     printf '# Vendored front-end code\n\n| package | version | file | sha256 | npm integrity |\n|---|---|---|---|---|\n| htmx.org | %s | htmx-%s.min.js | %s | %s |\n\nFetched by `just vendor` from the npm registry (package/dist/htmx.min.js).\nTo update: `just vendor NEW_VERSION`, then change the script tag in\nfrontend/templates/base.html and run the browser tests.\n' \
         "{{HTMX_VERSION}}" "{{HTMX_VERSION}}" "$sha" "$integrity" > frontend/static/vendor/README.md
     echo "htmx {{HTMX_VERSION}} vendored (sha256 $sha)"
+
+# Screenshots of the pages (light/dark, desktop/phone) into docs/screenshots/ (needs /usr/bin/chromium)
+screenshots:
+    uv run python -m scripts.screenshots
