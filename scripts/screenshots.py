@@ -42,7 +42,7 @@ def landscape(seed: int, size: tuple[int, int] = (1600, 1000)) -> bytes:
     for layer in range(3):
         base = height * (0.55 + layer * 0.15)
         shade = tuple(max(0, c - 60 - layer * 45) for c in top)
-        points = [(0, height)]
+        points: list[tuple[float, float]] = [(0, height)]
         for x in range(0, width + 100, 100):
             points.append((x, base - rng.randint(0, 180 - layer * 40)))
         points.append((width, height))
@@ -81,7 +81,7 @@ def take_all(url: str, featured: str, sample: Path) -> None:
             for device, viewport in DEVICES.items():
                 context = browser.new_context(
                     viewport=viewport,  # type: ignore[arg-type]
-                    color_scheme=theme,  # type: ignore[arg-type]
+                    color_scheme=theme,
                     device_scale_factor=1,
                 )
                 page = context.new_page()

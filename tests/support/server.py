@@ -46,7 +46,7 @@ def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningSer
         text=True,
     )
     # Never outlive the test run, whatever happens to the fixture that started it.
-    atexit.register(lambda: process.poll() is None and process.kill())
+    atexit.register(_kill_if_running, process)
     assert process.stdout is not None
     first_line = process.stdout.readline()
     url = f"http://127.0.0.1:{port}"
@@ -59,6 +59,11 @@ def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningSer
             time.sleep(0.2)
     process.kill()
     raise AssertionError(f"chitram did not start: {first_line} {process.stdout.read()}")
+
+
+def _kill_if_running(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
 
 
 def stop(server: RunningServer) -> None:
