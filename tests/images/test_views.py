@@ -6,7 +6,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
 from chitram.images.sharing import human_size
@@ -250,3 +250,16 @@ async def test_friendly_error_pages(client: Client) -> None:
     assert too_large.status_code == 413 and "Choose a smaller file" in too_large.text
     htmx_missing = await client.get("/i/AAAAAAAAAAAA", headers=HTMX)
     assert htmx_missing.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_an_unexpected_error_shows_a_friendly_500_page(client: Client, app: Litestar) -> None:
+    @get("/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.register(boom)
+    page = await client.get("/boom", headers=HTML)
+    assert page.status_code == 500 and 'class="error-page"' in page.text
+    assert "This is our fault" in page.text and "a bug" not in page.text
+    problem = await client.get("/boom", headers=HTMX)
+    assert problem.json()["status"] == 500 and "a bug" not in problem.text

@@ -129,6 +129,7 @@
       img.src = entry.thumbnailUrl;
       img.alt = entry.title || "Untitled image";
       card.querySelector(".card-title").textContent = entry.title || "Untitled image";
+      card.querySelector("button").setAttribute("aria-label", "Delete " + (entry.title || "untitled image " + entry.id));
       list.appendChild(card);
     });
   }
