@@ -195,10 +195,10 @@
 
     input.multiple = true;
 
-    function enqueue(files) {
+    function enqueue(files, pasted) {
       Array.from(files).forEach(function (file, index) {
-        if (!file.name || file.name === "image.png") {
-          // Pasted screenshots arrive nameless; give them one worth keeping.
+        if (pasted || !file.name) {
+          // Pasted screenshots arrive as "image.png" or nameless; give them a name worth keeping.
           const extension = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
           file = new File([file], "pasted-" + Date.now() + "-" + index + "." + extension, { type: file.type });
         }
@@ -313,7 +313,7 @@
       const files = event.clipboardData ? event.clipboardData.files : [];
       if (files.length) {
         event.preventDefault();
-        enqueue(files);
+        enqueue(files, true);
       }
     });
   }
