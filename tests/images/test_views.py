@@ -120,7 +120,7 @@ async def test_delete_with_the_token_from_the_image_page(client: Client) -> None
     wrong = await client.post(
         f"/i/{created['id']}/delete", data={"delete_token": "nope", "_csrf_token": token}, headers=HTMX
     )
-    assert wrong.status_code == 403 and "delete token" in wrong.json()["detail"]
+    assert wrong.status_code == 403 and "delete link" in wrong.json()["detail"]
 
     deleted = await client.post(
         f"/i/{created['id']}/delete",

@@ -120,7 +120,8 @@
     const uploads = loadUploads();
     section.hidden = uploads.length === 0;
     const shown = new Set(Array.from(list.children, function (li) { return li.dataset.id; }));
-    uploads.forEach(function (entry) {
+    // Newest first, like after a reload: walk oldest to newest, each new card going on top.
+    uploads.slice().reverse().forEach(function (entry) {
       if (shown.has(entry.id)) return;
       const card = template.content.firstElementChild.cloneNode(true);
       card.dataset.id = entry.id;
@@ -130,7 +131,7 @@
       img.alt = entry.title || "Untitled image";
       card.querySelector(".card-title").textContent = entry.title || "Untitled image";
       card.querySelector("button").setAttribute("aria-label", "Delete " + (entry.title || "untitled image " + entry.id));
-      list.appendChild(card);
+      list.prepend(card);
     });
   }
 
@@ -169,10 +170,14 @@
       toast("Press Ctrl+C (⌘C on a Mac) to copy.", "info");
       return;
     }
-    const label = button.textContent;
+    if (!button.dataset.label) button.dataset.label = button.textContent;
     button.textContent = "Copied";
     button.classList.add("copied");
-    setTimeout(function () { button.textContent = label; button.classList.remove("copied"); }, 2000);
+    clearTimeout(button.copiedTimer);
+    button.copiedTimer = setTimeout(function () {
+      button.textContent = button.dataset.label;
+      button.classList.remove("copied");
+    }, 2000);
   }
 
   document.addEventListener("click", function (event) {

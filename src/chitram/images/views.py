@@ -13,7 +13,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
-from chitram.errors import NotFoundError
+from chitram.errors import ForbiddenError, NotFoundError
 from chitram.images.api import base_url, image_links, receive_upload
 from chitram.images.delivery import serve_variant
 from chitram.images.models import Visibility
@@ -159,7 +159,13 @@ class ImagePages(Controller):
         public_id: FromPath[str],
         data: Annotated[DeleteForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Template:
-        await image_service.delete_image(public_id=public_id, delete_token=data.delete_token.strip() or None)
+        try:
+            await image_service.delete_image(public_id=public_id, delete_token=data.delete_token.strip() or None)
+        except ForbiddenError:
+            # The service's message speaks of the API's header; a page visitor holds a delete link.
+            raise ForbiddenError(
+                "the delete key is missing or wrong; use the key from the delete link you got when uploading"
+            ) from None
         return _page_or_fragment(
             request,
             page="deleted.html",
