@@ -72,16 +72,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # The embedded shape migrates its own data dir; production migrates as its own step.
             await anyio.to_thread.run_sync(upgrade_to_head, settings)
         await anyio.to_thread.run_sync(_clear_stale_uploads, settings.data_dir / "tmp")
-        async with anyio.create_task_group() as background:
-            if not await _prepare_storage(storage):
-                background.start_soon(_keep_preparing_storage, storage)
-            try:
-                yield
-            finally:
-                background.cancel_scope.cancel()
-                await storage.close()
-                await stores.close()
-                await database.dispose()
+        try:
+            async with anyio.create_task_group() as background:
+                if not await _prepare_storage(storage):
+                    background.start_soon(_keep_preparing_storage, storage)
+                try:
+                    yield
+                finally:
+                    background.cancel_scope.cancel()
+        finally:
+            # Outside the cancelled task group, or these awaits would be cancelled too and
+            # leave connections open.
+            await storage.close()
+            await stores.close()
+            await database.dispose()
 
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
