@@ -93,6 +93,9 @@ def problem_response(
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
 ) -> Response[Any]:
+    # The same URL answers with a page or a problem depending on these request headers, and an
+    # error must never be served from a cache in place of a later success.
+    headers = {"Vary": "Accept, HX-Request", "Cache-Control": "no-store", **(headers or {})}
     if not _wants_json(request):
         return Template(
             template_name="error.html",
@@ -100,7 +103,7 @@ def problem_response(
                 "status": status,
                 "title": title,
                 "detail": detail,
-                "retry_after": (headers or {}).get("Retry-After"),
+                "retry_after": headers.get("Retry-After"),
             },
             status_code=status,
             headers=headers,

@@ -60,7 +60,14 @@ def csrf_config(secret_key: str, *, secure_cookie: bool) -> CSRFConfig:
         # cookie-authenticated API calls) bring their own check.
         # Bytes, probes and static files change nothing and must not set a cookie (shared caches
         # skip responses that do).
-        exclude=[r"^/api/", r"^/static/", r"^/health", r"^/schema", r"^/i/[^/]+\.", r"^/i/[^/]+/[^/]+\.webp$"],
+        exclude=[
+            r"^/api/",
+            r"^/static/",
+            r"^/health(/|$)",
+            r"^/schema(/|$)",
+            r"^/i/[A-Za-z0-9_-]{12}\.[A-Za-z0-9]{1,5}$",
+            r"^/i/[A-Za-z0-9_-]{12}/(thumbnail|preview)\.webp$",
+        ],
     )
 
 

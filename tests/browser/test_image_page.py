@@ -72,7 +72,7 @@ def test_image_page_shows_the_image_and_its_facts(page: Page, server: RunningSer
 
     # Nothing in this browser knows the token of an API upload.
     expect(page.locator("form.delete-form input#delete-token")).to_have_value("")
-    expect(page.locator("form.delete-form input#delete-token")).to_have_attribute("type", "password")
+    expect(page.locator("form.delete-form input#delete-token")).to_have_attribute("type", "text")
 
 
 def test_image_page_has_link_preview_tags(page: Page, server: RunningServer) -> None:
@@ -113,6 +113,8 @@ def test_delete_from_the_image_page(page: Page, server: RunningServer) -> None:
 
     deleted = page.locator("article.deleted")
     expect(deleted.locator("h1")).to_have_text("Image deleted")
+    expect(deleted.locator("h1")).to_be_focused()  # screen readers hear what happened
+    expect(page).to_have_title("Image deleted · Chitram")
     expect(page.locator("#toasts .toast.success")).to_contain_text("deleted")
     expect(page.locator("form.delete-form")).to_have_count(0)
     assert len(dialogs) == 1
@@ -132,9 +134,14 @@ def test_delete_link_page_fills_in_the_token_and_deletes(page: Page, server: Run
     page.goto(f"/i/{created['id']}/delete#token={created['delete_token']}")
     expect(page.locator("h1")).to_have_text("Delete this image?")
     expect(page.locator("input#delete-token")).to_have_value(created["delete_token"])
+    # Read once, then taken out of the address bar (history, bookmarks, htmx's HX-Current-URL).
+    assert page.url == f"{server.url}/i/{created['id']}/delete"
 
     page.on("dialog", lambda dialog: dialog.accept())
-    page.locator("form.delete-form button[type=submit]").click()
+    with page.expect_request(lambda request: request.method == "POST") as posted:
+        page.locator("form.delete-form button[type=submit]").click()
+    headers = posted.value.all_headers()
+    assert created["delete_token"] not in " ".join(f"{k}: {v}" for k, v in headers.items())
     expect(page.locator("article.deleted h1")).to_have_text("Image deleted")
     expect(page.locator("#toasts .toast.success")).to_be_visible()
     assert httpx.get(created["page_url"], timeout=10).status_code == 404
@@ -163,6 +170,10 @@ def test_wrong_delete_token_shows_the_servers_message(
     assert httpx.get(created["page_url"], timeout=10).status_code == 200
     # The message is for someone using this form: a browser user cannot set an HTTP header.
     assert "X-Delete-Token" not in message, f"the message tells a browser user to set an HTTP header: {message!r}"
+    # Errors wait to be read, then go when dismissed.
+    expect(error).to_have_attribute("role", "alert")
+    error.get_by_role("button", name="Dismiss").click()
+    expect(error).to_have_count(0)
 
 
 def test_unknown_image_shows_a_friendly_404_page(page: Page, page_errors: PageErrors) -> None:

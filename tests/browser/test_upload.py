@@ -291,3 +291,46 @@ def test_copy_button_label_comes_back_after_quick_repeated_clicks(page: Page, se
     assert page.evaluate("navigator.clipboard.readText()") == values["page"]
     expect(button).to_have_text("Copy")
     expect(button).not_to_have_class(re.compile(r"\bcopied\b"))
+
+
+def test_a_batch_keeps_the_title_and_visibility_chosen_with_it(page: Page, server: RunningServer) -> None:
+    """Files still queued keep the batch's choices even when the form changes for the next batch."""
+    held: list[Any] = []
+    page.route("**/upload", lambda route: held.append(route))
+    page.goto("/")
+    page.fill("#title", "Batch A")
+    page.check("input[name=visibility][value=public]")
+    page.set_input_files("#file", [png_file(f"batch-{n}.png") for n in range(5)])
+    while len(held) < 3:  # three in flight, two waiting in the queue
+        page.wait_for_timeout(20)
+    page.fill("#title", "Batch B")
+    page.check("input[name=visibility][value=unlisted]")
+    released = 0
+    while released < 5:
+        while len(held) <= released:
+            page.wait_for_timeout(20)
+        held[released].continue_()
+        released += 1
+    expect(page.locator("li.upload-row.done")).to_have_count(5)
+    ids = page.locator("article.result[data-uploaded]").evaluate_all("els => els.map(e => e.dataset.id)")
+    for image_id in ids:
+        described = httpx.get(f"{server.url}/api/v1/images/{image_id}", timeout=10).json()
+        assert (described["title"], described["visibility"]) == ("Batch A", "public")
+
+
+def test_pasting_text_into_the_title_stays_text(page: Page) -> None:
+    page.goto("/")
+    page.focus("#title")
+    page.evaluate(
+        """data => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.setData("text/plain", "Quarterly chart");
+            transfer.items.add(new File([bytes], "image.png", {type: "image/png"}));
+            document.activeElement.dispatchEvent(
+                new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true}));
+        }""",
+        b64(png_bytes()),
+    )
+    expect(page.locator("#upload-section")).to_be_hidden()
+    expect(page.locator("li.upload-row")).to_have_count(0)

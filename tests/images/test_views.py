@@ -143,7 +143,7 @@ async def test_delete_without_javascript_shows_a_page(client: Client) -> None:
         data={"delete_token": created["delete_token"], "_csrf_token": token},
         headers=HTML,
     )
-    assert done.status_code == 200 and "<h1>Image deleted</h1>" in done.text and "<html" in done.text
+    assert done.status_code == 200 and ">Image deleted</h1>" in done.text and "<html" in done.text
 
 
 async def test_image_page_unfurls_in_chat_apps(client: Client) -> None:
@@ -210,7 +210,8 @@ async def test_pages_carry_a_strict_content_security_policy(client: Client) -> N
         assert "frame-ancestors 'none'" in policy and "style-src 'self'" in policy
         assert response.headers["referrer-policy"] == "same-origin"
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert "private" in response.headers["cache-control"]
+        # Pages carry the visitor's CSRF token; errors must not stand in for a later success.
+        assert response.headers["cache-control"] in {"no-cache, private", "no-store"}, path
     # Image bytes keep their own sandbox and their public cache, and set no cookie.
     original = await client.get(f"/i/{created['id']}.png")
     assert original.headers["content-security-policy"].startswith("default-src 'none'")
@@ -263,3 +264,23 @@ async def test_an_unexpected_error_shows_a_friendly_500_page(client: Client, app
     assert "This is our fault" in page.text and "a bug" not in page.text
     problem = await client.get("/boom", headers=HTMX)
     assert problem.json()["status"] == 500 and "a bug" not in problem.text
+
+
+async def test_result_and_error_responses_stay_out_of_caches(client: Client) -> None:
+    token = await csrf_token(client)
+    result = await upload_page(client, headers={**HTMX, "x-csrftoken": token})
+    assert result.headers["cache-control"] == "no-store"  # it shows the delete key
+    for headers in (HTML, HTMX, {"accept": "application/json"}):
+        missing = await client.get("/i/AAAAAAAAAAAA", headers=headers)
+        assert missing.headers["cache-control"] == "no-store"
+        assert missing.headers["vary"] == "Accept, HX-Request"
+
+
+async def test_csrf_exemptions_cover_only_byte_routes(client: Client) -> None:
+    """A crafted path near an exempt one (bytes, probes) is still checked."""
+    created = (await upload(client, png_bytes())).json()
+    await csrf_token(client)
+    for path in (f"/i/{created['id']}/delete", f"/i/{created['id']}/delete.webp", "/healthz/../upload"):
+        response = await client.post(path, data={"delete_token": created["delete_token"]}, headers=HTMX)
+        assert response.status_code in {403, 404, 405}, path
+    assert (await client.get(f"/api/v1/images/{created['id']}")).status_code == 200

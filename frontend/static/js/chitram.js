@@ -22,9 +22,30 @@
     if (!box) return;
     const item = document.createElement("div");
     item.className = "toast " + (kind || "info");
-    item.textContent = message;
+    const text = document.createElement("span");
+    text.textContent = message;
+    item.appendChild(text);
+    if (kind === "error") {
+      // Errors stay until dismissed (people read at their own pace) and interrupt screen readers.
+      item.setAttribute("role", "alert");
+      const close = document.createElement("button");
+      close.type = "button";
+      close.className = "small dismiss";
+      close.textContent = "Dismiss";
+      close.addEventListener("click", function () { item.remove(); });
+      item.appendChild(close);
+    } else {
+      setTimeout(function () { item.remove(); }, 5000);
+    }
     box.appendChild(item);
-    setTimeout(function () { item.remove(); }, kind === "error" ? 9000 : 5000);
+  }
+
+  // Quiet news for screen readers (copied, upload progress) through one visually hidden region.
+  function announce(message) {
+    const region = document.getElementById("announcer");
+    if (!region) return;
+    region.textContent = "";
+    setTimeout(function () { region.textContent = message; }, 50);
   }
 
   // The server's problem+json says what went wrong and what to do; show its detail.
@@ -43,12 +64,24 @@
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
+  // htmx reveals an element once; after a failed page fetch, let the next scroll try again.
+  function rearm(elt) {
+    if (elt && elt.classList && elt.classList.contains("more")) elt.removeAttribute("data-hx-revealed");
+  }
+
   document.addEventListener("htmx:responseError", function (event) {
     const xhr = event.detail.xhr;
+    rearm(event.detail.elt);
     toast(problemDetail(xhr.status, xhr.responseText), "error");
   });
-  document.addEventListener("htmx:sendError", function () {
+  document.addEventListener("htmx:sendError", function (event) {
+    rearm(event.detail.elt);
     toast(problemDetail(0, ""), "error");
+  });
+  document.addEventListener("htmx:configRequest", function (event) {
+    // htmx reports the page address; the part after # may hold a delete key and stays here.
+    const current = event.detail.headers["HX-Current-URL"];
+    if (current) event.detail.headers["HX-Current-URL"] = current.split("#")[0];
   });
   document.addEventListener("chitram:toast", function (event) {
     toast(event.detail.message, "success");
@@ -86,7 +119,15 @@
   function forget(id) {
     saveUploads(loadUploads().filter(function (e) { return e.id !== id; }));
     const card = document.querySelector('#mine-list [data-id="' + CSS.escape(id) + '"]');
-    if (card) card.remove();
+    if (card) {
+      const hadFocus = card.contains(document.activeElement);
+      const next = card.nextElementSibling || card.previousElementSibling;
+      card.remove();
+      if (hadFocus) {
+        const target = next ? next.querySelector("button") : document.getElementById("upload-form");
+        if (target) target.focus();
+      }
+    }
     showMine();
   }
 
@@ -110,6 +151,10 @@
     within(root, "[data-delete-token-for]").forEach(function (input) {
       if (!input.value) input.value = tokenFor(input.dataset.deleteTokenFor);
     });
+    if (location.hash.indexOf("#token=") === 0) {
+      // Read once into the form; keep it out of history, bookmarks and later request headers.
+      history.replaceState(null, "", location.pathname + location.search);
+    }
   }
 
   function showMine() {
@@ -153,6 +198,9 @@
     if (response.ok || response.status === 404) {
       forget(id);
       toast(response.ok ? "The image was deleted." : "That image was already gone.", "success");
+    } else if (response.status === 403 &&
+               confirm("This server no longer accepts the delete key kept for this image. Forget it on this browser?")) {
+      forget(id);
     } else {
       toast(problemDetail(response.status, await response.text()), "error");
     }
@@ -171,6 +219,7 @@
       return;
     }
     if (!button.dataset.label) button.dataset.label = button.textContent;
+    announce("Copied " + (button.getAttribute("aria-label") || "").replace(/^Copy /, ""));
     button.textContent = "Copied";
     button.classList.add("copied");
     clearTimeout(button.copiedTimer);
@@ -196,20 +245,34 @@
     const section = document.getElementById("upload-section");
     const maxBytes = Number(form.dataset.maxBytes || 0);
     const queue = [];
+    const tally = { total: 0, done: 0, failed: 0 };
     let running = 0;
 
     input.multiple = true;
+    input.required = false;  // the script uploads on choice; Enter in Title must not nag for a file
 
     function enqueue(files, pasted) {
+      // Title and visibility are taken now: changing the form later affects only later files.
+      const choices = { title: form.elements.title.value, visibility: form.elements.visibility.value };
       Array.from(files).forEach(function (file, index) {
         if (pasted || !file.name) {
           // Pasted screenshots arrive as "image.png" or nameless; give them a name worth keeping.
           const extension = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
           file = new File([file], "pasted-" + Date.now() + "-" + index + "." + extension, { type: file.type });
         }
-        queue.push({ file: file, row: addRow(file) });
+        tally.total += 1;
+        queue.push({ file: file, choices: choices, row: addRow(file) });
       });
+      report();
       pump();
+    }
+
+    function report() {
+      const pending = tally.total - tally.done - tally.failed;
+      let message = tally.done + " of " + tally.total + " uploaded";
+      if (tally.failed) message += ", " + tally.failed + " failed";
+      if (pending) message += ", " + pending + " in progress";
+      announce(message + ".");
     }
 
     function addRow(file) {
@@ -225,7 +288,6 @@
       progress.setAttribute("aria-label", "Upload progress of " + file.name);
       const status = document.createElement("p");
       status.className = "status";
-      status.setAttribute("role", "status");
       status.textContent = "Waiting…";
       row.append(name, progress, status);
       list.prepend(row);
@@ -236,7 +298,10 @@
       while (running < PARALLEL_UPLOADS && queue.length) {
         const job = queue.shift();
         running += 1;
-        send(job.file, job.row).finally(function () { running -= 1; pump(); });
+        send(job).then(function (ok) {
+          tally[ok ? "done" : "failed"] += 1;
+          report();
+        }).finally(function () { running -= 1; pump(); });
       }
     }
 
@@ -245,24 +310,41 @@
       const progress = row.querySelector("progress");
       if (progress) progress.remove();
       row.querySelector(".status").textContent = message;
+      return false;
     }
 
-    function send(file, row) {
+    function succeed(row, html) {
+      const template = document.createElement("template");
+      template.innerHTML = html;  // our own escaped fragment, as an htmx swap would insert it
+      if (!template.content.querySelector("[data-uploaded]")) {
+        return fail(row, "The server answered with something other than an upload result; try again.");
+      }
+      row.classList.add("done");
+      row.replaceChildren(template.content);
+      scan(row);
+      if (window.htmx) window.htmx.process(row);
+      showMine();
+      return true;
+    }
+
+    function send(job) {
+      const file = job.file;
+      const row = job.row;
       return new Promise(function (resolve) {
         if (maxBytes && file.size > maxBytes) {
-          fail(row, "This file is " + (file.size / 1048576).toFixed(1) + " MiB; the limit is " +
-            (maxBytes / 1048576).toFixed(1) + " MiB. Choose a smaller file.");
-          resolve();
+          resolve(fail(row, "This file is " + (file.size / 1048576).toFixed(1) + " MiB; the limit is " +
+            (maxBytes / 1048576).toFixed(1) + " MiB. Choose a smaller file."));
           return;
         }
         const data = new FormData();
         data.append("_csrf_token", csrfToken());
-        data.append("title", form.elements.title.value);
-        data.append("visibility", form.elements.visibility.value);
+        data.append("title", job.choices.title);
+        data.append("visibility", job.choices.visibility);
         data.append("file", file, file.name);
         const xhr = new XMLHttpRequest();
         const progress = row.querySelector("progress");
         const status = row.querySelector(".status");
+        let outcome = false;
         status.textContent = "Uploading…";
         xhr.upload.addEventListener("progress", function (event) {
           if (event.lengthComputable) progress.value = Math.round((event.loaded / event.total) * 100);
@@ -272,18 +354,20 @@
           status.textContent = "Processing…";
         });
         xhr.addEventListener("load", function () {
-          if (xhr.status >= 200 && xhr.status < 300) {
-            row.classList.add("done");
-            row.innerHTML = xhr.responseText;  // our own escaped fragment, same as an htmx swap
-            scan(row);
-            if (window.htmx) window.htmx.process(row);
-            showMine();
+          const type = xhr.getResponseHeader("Content-Type") || "";
+          if (xhr.status >= 200 && xhr.status < 300 && type.indexOf("text/html") === 0) {
+            outcome = succeed(row, xhr.responseText);
+          } else if (xhr.status >= 200 && xhr.status < 300) {
+            outcome = fail(row, "The server answered with something other than an upload result; try again.");
           } else {
-            fail(row, problemDetail(xhr.status, xhr.responseText));
+            outcome = fail(row, problemDetail(xhr.status, xhr.responseText));
           }
-          resolve();
         });
-        xhr.addEventListener("error", function () { fail(row, problemDetail(0, "")); resolve(); });
+        xhr.addEventListener("error", function () { fail(row, problemDetail(0, "")); });
+        xhr.addEventListener("abort", function () { fail(row, "The upload was interrupted; try again."); });
+        xhr.addEventListener("timeout", function () { fail(row, "The server took too long to answer; try again."); });
+        // Fires after load, error, abort and timeout alike: the queue never stalls on one file.
+        xhr.addEventListener("loadend", function () { resolve(outcome); });
         xhr.open("POST", form.action);
         xhr.setRequestHeader("HX-Request", "true");
         xhr.setRequestHeader("X-CSRFToken", csrfToken());
@@ -315,12 +399,20 @@
       if (event.dataTransfer && event.dataTransfer.files.length) enqueue(event.dataTransfer.files);
     });
     document.addEventListener("paste", function (event) {
-      const files = event.clipboardData ? event.clipboardData.files : [];
-      if (files.length) {
-        event.preventDefault();
-        enqueue(files, true);
-      }
+      const clipboard = event.clipboardData;
+      if (!clipboard || !clipboard.files.length) return;
+      // Office apps put a picture of the text beside it: pasting text into a field stays text.
+      const editable = event.target.closest && event.target.closest("input, textarea, [contenteditable]");
+      if (editable && clipboard.types.indexOf("text/plain") !== -1) return;
+      event.preventDefault();
+      enqueue(clipboard.files, true);
     });
+
+    // A file chosen before this script ran would otherwise sit there with the button hidden.
+    if (input.files.length) {
+      enqueue(input.files);
+      input.value = "";
+    }
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -61,18 +61,20 @@ def _page_or_fragment(
     context: dict[str, Any],
     status_code: int = 200,
     toast: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Template:
+    headers = {**VARY_HTMX, **(headers or {})}
     if request.htmx:
         return HTMXTemplate(
             template_name=fragment,
-            context=context,
+            context={**context, "fragment": True},
             status_code=status_code,
-            headers=VARY_HTMX,
+            headers=headers,
             trigger_event="chitram:toast" if toast else None,
             params={"message": toast} if toast else None,
             after="receive",  # the requesting element may be swapped out by the time htmx settles
         )
-    return Template(template_name=page, context=context, status_code=status_code, headers=VARY_HTMX)
+    return Template(template_name=page, context=context, status_code=status_code, headers=headers)
 
 
 class ImagePages(Controller):
@@ -103,7 +105,12 @@ class ImagePages(Controller):
             "delete_token": result.delete_token,
         }
         return _page_or_fragment(
-            request, page="uploaded.html", fragment="partials/upload_result.html", context=context, status_code=201
+            request,
+            page="uploaded.html",
+            fragment="partials/upload_result.html",
+            context=context,
+            status_code=201,
+            headers={"Cache-Control": "no-store"},  # it shows the delete key: keep it out of every cache
         )
 
     @get("/gallery")
