@@ -72,6 +72,7 @@ async def test_form_upload_without_javascript_shows_the_result_page(client: Clie
     delete_link = tags(response.text, "input", id=f"delete-{image_id}")[0]["value"]
     # The token rides in the fragment, which browsers never send to a server or put in a Referer.
     assert delete_link == f"http://testserver.local/i/{image_id}/delete#token={delete_token}"
+    assert tags(response.text, "input", id=f"delete-key-{image_id}")[0]["value"] == delete_token
     direct = tags(response.text, "input", id=f"share-direct-{image_id}")[0]["value"]
     assert direct == f"http://testserver.local/i/{image_id}.png"
     markdown = tags(response.text, "input", id=f"share-markdown-{image_id}")[0]["value"]
