@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
+from chitram.errors import ChitramError
 from chitram.images.sharing import human_size
 from tests.images.test_api import png_bytes, upload
 
@@ -285,3 +286,20 @@ async def test_csrf_exemptions_cover_only_byte_routes(client: Client) -> None:
         response = await client.post(path, data={"delete_token": created["delete_token"]}, headers=HTMX)
         assert response.status_code in {403, 404, 405}, path
     assert (await client.get(f"/api/v1/images/{created['id']}")).status_code == 200
+
+
+async def test_too_many_requests_says_how_long_to_wait(client: Client, app: Litestar) -> None:
+    class SlowDown(ChitramError):
+        status_code = 429
+        problem_type = "too-many-requests"
+        title = "Too many requests"
+
+    @get("/hurry", include_in_schema=False)
+    async def hurry() -> None:
+        raise SlowDown("you have uploaded 30 images in the last minute", headers={"Retry-After": "42"})
+
+    app.register(hurry)
+    page = await client.get("/hurry", headers=HTML)
+    assert page.status_code == 429 and page.headers["retry-after"] == "42"
+    assert "Wait 42 seconds and try again" in page.text
+    assert "You have uploaded 30 images in the last minute." in page.text
