@@ -303,3 +303,11 @@ async def test_too_many_requests_says_how_long_to_wait(client: Client, app: Lite
     assert page.status_code == 429 and page.headers["retry-after"] == "42"
     assert "Wait 42 seconds and try again" in page.text
     assert "You have uploaded 30 images in the last minute." in page.text
+
+
+async def test_pages_answer_head_requests(client: Client) -> None:
+    created = (await upload(client, png_bytes())).json()
+    for path in ("/", "/gallery", f"/i/{created['id']}", f"/i/{created['id']}/delete"):
+        response = await client.head(path, headers=HTML)
+        assert response.status_code == 200 and response.content == b"", path
+        assert response.headers["content-type"].startswith("text/html")

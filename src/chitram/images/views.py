@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, HttpMethod, Request, Response, get, post, route
+from litestar import Controller, HttpMethod, Request, Response, post, route
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
@@ -23,6 +23,8 @@ from chitram.images.sharing import alt_text, describe, share_snippets, unfurl_im
 from chitram.security import CSRF_FIELD, SELF_CHECKED, verify_csrf
 from chitram.uploads import UploadForm
 
+# Link checkers and chat apps often probe with HEAD before they GET.
+READ_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
 VARIANT_FILES = {"thumbnail.webp": "thumbnail", "preview.webp": "preview"}
 GALLERY_PAGE_SIZE = 24
 # The same URL answers with a page or an htmx fragment; caches must keep them apart.
@@ -82,7 +84,7 @@ class ImagePages(Controller):
     include_in_schema = False
     request_class = HTMXRequest
 
-    @get("/")
+    @route("/", http_method=READ_METHODS)
     async def home(self, request: Request[Any, Any, Any]) -> Template:
         settings = request.app.state.settings
         return Template(
@@ -113,7 +115,7 @@ class ImagePages(Controller):
             headers={"Cache-Control": "no-store"},  # it shows the delete key: keep it out of every cache
         )
 
-    @get("/gallery")
+    @route("/gallery", http_method=READ_METHODS)
     async def gallery(
         self,
         request: HTMXRequest,
@@ -128,7 +130,7 @@ class ImagePages(Controller):
         }
         return _page_or_fragment(request, page="gallery.html", fragment="partials/gallery_items.html", context=context)
 
-    @route("/i/{name:str}", http_method=[HttpMethod.GET, HttpMethod.HEAD])
+    @route("/i/{name:str}", http_method=READ_METHODS)
     async def image_or_original(
         self,
         request: Request[Any, Any, Any],
@@ -150,7 +152,7 @@ class ImagePages(Controller):
             raise NotFoundError(f"this image is a {image.extension.upper()}; its address ends in .{image.extension}")
         return await serve_variant(request, image_service.storage, image, "original")
 
-    @get("/i/{public_id:str}/delete")
+    @route("/i/{public_id:str}/delete", http_method=READ_METHODS)
     async def delete_page(
         self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], public_id: FromPath[str]
     ) -> Template:
@@ -181,7 +183,7 @@ class ImagePages(Controller):
             toast="The image was deleted.",
         )
 
-    @route("/i/{public_id:str}/{filename:str}", http_method=[HttpMethod.GET, HttpMethod.HEAD])
+    @route("/i/{public_id:str}/{filename:str}", http_method=READ_METHODS)
     async def variant(
         self,
         request: Request[Any, Any, Any],
