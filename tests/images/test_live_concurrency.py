@@ -57,9 +57,10 @@ async def test_uploads_racing_deletes_of_the_same_content_lose_no_bytes(live: Ru
                 for image in alive
             ]
             uploads = [post_image(http, data) for _ in range(3)]
-            results = await asyncio.gather(*deletes, *uploads)
-            assert all(r.status_code == 204 for r in results[:3])  # type: ignore[union-attr]
-            alive = list(results[3:])  # type: ignore[arg-type]
+            # Both kinds in flight together: gather them as one batch, then split the results.
+            deleted, uploaded = await asyncio.gather(asyncio.gather(*deletes), asyncio.gather(*uploads))
+            assert all(r.status_code == 204 for r in deleted)
+            alive = list(uploaded)
             for image in alive:
                 for url in (image["url"], image["thumbnail_url"], image["preview_url"]):
                     assert (await http.get(url)).status_code == 200, f"lost bytes behind {url}"

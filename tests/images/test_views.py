@@ -38,6 +38,10 @@ def meta(html: str, key: str) -> str | None:
     return found[0]["content"] if found else None
 
 
+def image_id(page_url: str | None) -> str:
+    return (page_url or "").rsplit("/", 1)[1]
+
+
 async def csrf_token(client: Client) -> str:
     """What a browser gets: the cookie from any page, the token in the page's meta tag."""
     page = await client.get("/", headers=HTML)
@@ -181,7 +185,7 @@ async def test_gallery_pages_and_fragments_follow_the_keyset_cursor(client: Clie
     ids = [(await upload(client, png_bytes(color=(i, 0, 0)), visibility="public")).json()["id"] for i in range(26)]
     await upload(client, png_bytes(color=(0, 0, 255)), visibility="unlisted")
     first = await client.get("/gallery", headers=HTML)
-    shown = [a["href"].rsplit("/", 1)[1] for a in tags(first.text, "a") if "/i/" in (a["href"] or "")]
+    shown = [image_id(a["href"]) for a in tags(first.text, "a") if "/i/" in (a["href"] or "")]
     assert shown == list(reversed(ids))[:24]
     for img in tags(first.text, "img", loading="lazy"):
         assert img["width"] and img["height"]
@@ -192,7 +196,7 @@ async def test_gallery_pages_and_fragments_follow_the_keyset_cursor(client: Clie
 
     fragment = await client.get(more["hx-get"] or "", headers=HTMX)
     assert "<html" not in fragment.text and 'class="more"' not in fragment.text
-    rest = [a["href"].rsplit("/", 1)[1] for a in tags(fragment.text, "a") if "/i/" in (a["href"] or "")]
+    rest = [image_id(a["href"]) for a in tags(fragment.text, "a") if "/i/" in (a["href"] or "")]
     assert rest == list(reversed(ids))[24:]
     full = await client.get(more["hx-get"] or "", headers=HTML)
     assert "<html" in full.text and "Back to the newest images" in full.text
