@@ -137,8 +137,10 @@ def _http_exception_problem(request: Request[Any, Any, Any], exc: HTTPException)
     )
     if status == 403 and "CSRF" in detail:
         detail = "this form has expired or did not come from this site; reload the page and try again"
-    elif status == 404:
+    elif status == 404 and _wants_json(request):
         detail = f"nothing is at {request.url.path}; check the address (the API lives under /api/v1)"
+    elif status == 404:
+        detail = "there is no page at this address; check it for typos"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
     elif status == 413:

@@ -334,3 +334,38 @@ def test_pasting_text_into_the_title_stays_text(page: Page) -> None:
     )
     expect(page.locator("#upload-section")).to_be_hidden()
     expect(page.locator("li.upload-row")).to_have_count(0)
+
+
+def test_a_title_names_one_batch_and_a_deleted_upload_says_so(page: Page, server: RunningServer) -> None:
+    page.goto("/")
+    page.fill("#title", "My cat")
+    page.set_input_files("#file", png_file("cat.png"))
+    expect(page.locator("li.upload-row.done")).to_have_count(1)
+    expect(page.locator("#title")).to_have_value("")  # the next batch starts untitled
+    page.set_input_files("#file", png_file("dog.png"))
+    expect(page.locator("li.upload-row.done")).to_have_count(2)
+    newest = result_for(page, page.locator("li.upload-row.done").first)
+    assert httpx.get(f"{server.url}/api/v1/images/{newest['id']}", timeout=10).json()["title"] is None
+    expect(page.locator("li.upload-row.done").first).to_contain_text("dog.png")  # untitled: named by file
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator(f'#mine-list > li.card[data-id="{newest["id"]}"] [data-action="forget-delete"]').click()
+    # Its result above no longer offers links and a key that lead nowhere.
+    expect(page.locator(f'#upload-list .result[data-id="{newest["id"]}"]')).to_have_count(0)
+    expect(page.locator("#upload-list li.deleted")).to_have_text("Untitled image: deleted.")
+
+
+def test_the_image_page_shows_an_animated_gif_itself(page: Page, server: RunningServer) -> None:
+    frames = [Image.new("RGB", (60, 40), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    response = httpx.post(
+        f"{server.url}/api/v1/images",
+        files={"file": ("spin.gif", buffer.getvalue(), "image/gif")},
+        data={"visibility": "unlisted"},
+        timeout=30,
+    )
+    created = response.json()
+    page.goto(f"/i/{created['id']}")
+    # The WebP preview holds the first frame only; the page shows the GIF, which moves.
+    expect(page.locator("figure.image img")).to_have_attribute("src", created["url"])

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage, StoredVariant
-from chitram.images.sharing import UNFURL_MAX_BYTES, describe, share_snippets, unfurl_image
+from chitram.images.sharing import UNFURL_MAX_BYTES, describe, share_snippets, shown_on_page, unfurl_image
 
 LINKS = {
     "url": "https://img.example/i/abcdefghijkl.png",
@@ -65,3 +65,23 @@ def test_unfurl_uses_the_original_only_when_every_chat_app_takes_it() -> None:
 
 def test_description_is_short_and_human() -> None:
     assert describe(image(size=2_400_000)) == "4000×3000 PNG · 2.4 MB"
+
+
+def test_small_or_extreme_images_unfurl_as_the_small_card() -> None:
+    def card(width: int, height: int) -> str:
+        base = image()
+        original = StoredVariant(key="o", size=100, width=width, height=height, content_type="image/png")
+        resized = CachedImage(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "original": original})
+        return unfurl_image(resized, LINKS).twitter_card
+
+    assert card(1200, 630) == "summary_large_image"
+    assert card(1, 1) == "summary"
+    assert card(200, 8000) == "summary"
+    assert card(4000, 2000) == "summary_large_image"
+
+
+def test_gifs_are_shown_as_themselves_others_as_the_preview() -> None:
+    gif = shown_on_page(image(content_type="image/gif"), LINKS)
+    assert (gif.url, gif.width) == (LINKS["url"], 4000)
+    png = shown_on_page(image(), LINKS)
+    assert (png.url, png.width) == (LINKS["preview_url"], 1280)

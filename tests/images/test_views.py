@@ -249,6 +249,9 @@ async def test_friendly_error_pages(client: Client) -> None:
     missing = await client.get("/i/AAAAAAAAAAAA", headers=HTML)
     assert missing.status_code == 404 and 'class="error-page"' in missing.text
     assert "deleted by its uploader" in missing.text
+    unknown = await client.get("/no/such/page", headers=HTML)
+    assert "There is no page at this address" in unknown.text and "/api/v1" not in unknown.text
+    assert ".." not in unknown.text.replace("...", "")
     too_large = await client.post(
         "/upload",
         content=b"x" * 10,

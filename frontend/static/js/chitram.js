@@ -124,10 +124,20 @@
       const next = card.nextElementSibling || card.previousElementSibling;
       card.remove();
       if (hadFocus) {
-        const target = next ? next.querySelector("button") : document.getElementById("upload-form");
+        const target = next ? next.querySelector("button") : document.getElementById("file");
         if (target) target.focus();
       }
     }
+    // The same image's result from this visit still offers its links and key: say it is gone.
+    document.querySelectorAll('#upload-list .result[data-id="' + CSS.escape(id) + '"]').forEach(function (result) {
+      const row = result.closest("li") || result;
+      const note = document.createElement("p");
+      note.className = "status";
+      note.textContent = (result.dataset.title || "Untitled image") + ": deleted.";
+      row.classList.remove("done");
+      row.classList.add("upload-row", "deleted");
+      row.replaceChildren(note);
+    });
     showMine();
   }
 
@@ -249,11 +259,24 @@
     let running = 0;
 
     input.multiple = true;
-    input.required = false;  // the script uploads on choice; Enter in Title must not nag for a file
+    input.required = false;
+
+    // The whole drop zone opens the file chooser, not just the small native button.
+    zone.addEventListener("click", function (event) {
+      if (!event.target.closest("input, label, button, a")) input.click();
+    });
+    // Leaving mid-upload would drop the file, or lose its delete key if the server already has it.
+    window.addEventListener("beforeunload", function (event) {
+      if (running || queue.length) {
+        event.preventDefault();
+        event.returnValue = "";  // older browsers ask only when this is set
+      }
+    });  // the script uploads on choice; Enter in Title must not nag for a file
 
     function enqueue(files, pasted) {
       // Title and visibility are taken now: changing the form later affects only later files.
       const choices = { title: form.elements.title.value, visibility: form.elements.visibility.value };
+      form.elements.title.value = "";  // a title names this batch; the next one starts untitled
       Array.from(files).forEach(function (file, index) {
         if (pasted || !file.name) {
           // Pasted screenshots arrive as "image.png" or nameless; give them a name worth keeping.

@@ -21,10 +21,31 @@ class Snippet:
     text: str
 
 
+# Twitter's large card needs at least 300×157 and crops extreme shapes; smaller or odder images
+# unfurl as the small "summary" card instead.
+LARGE_CARD_MIN = (300, 157)
+LARGE_CARD_MAX_RATIO = 3.0
+
+
 @dataclass(frozen=True)
 class Unfurl:
     url: str
     content_type: str
+    width: int
+    height: int
+
+    @property
+    def twitter_card(self) -> str:
+        too_small = self.width < LARGE_CARD_MIN[0] or self.height < LARGE_CARD_MIN[1]
+        ratio = max(self.width, self.height) / max(1, min(self.width, self.height))
+        return "summary" if too_small or ratio > LARGE_CARD_MAX_RATIO else "summary_large_image"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the image page displays: the preview, or the original when only it moves."""
+
+    url: str
     width: int
     height: int
 
@@ -57,6 +78,14 @@ def unfurl_image(image: CachedImage, links: dict[str, str]) -> Unfurl:
         return Unfurl(links["url"], original.content_type, original.width, original.height)
     preview = image.preview
     return Unfurl(links["preview_url"], preview.content_type, preview.width, preview.height)
+
+
+def shown_on_page(image: CachedImage, links: dict[str, str]) -> Shown:
+    """GIFs are shown as themselves: the WebP preview holds their first frame only."""
+    original = image.original
+    if original.content_type == "image/gif":
+        return Shown(links["url"], original.width, original.height)
+    return Shown(links["preview_url"], image.preview.width, image.preview.height)
 
 
 def describe(image: CachedImage) -> str:

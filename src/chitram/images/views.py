@@ -19,7 +19,7 @@ from chitram.images.delivery import serve_variant
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage
 from chitram.images.services import ImageService
-from chitram.images.sharing import alt_text, describe, share_snippets, unfurl_image
+from chitram.images.sharing import alt_text, describe, share_snippets, shown_on_page, unfurl_image
 from chitram.security import CSRF_FIELD, SELF_CHECKED, verify_csrf
 from chitram.uploads import UploadForm
 
@@ -146,6 +146,7 @@ class ImagePages(Controller):
                 "view": view,
                 "snippets": share_snippets(image, view.links),
                 "unfurl": unfurl_image(image, view.links),
+                "shown": shown_on_page(image, view.links),
             }
             return Template(template_name="image.html", context=context)
         if extension.lower() != image.extension:
