@@ -28,7 +28,7 @@ from chitram.images.api import ImageController
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
-from chitram.security import add_security_headers, csrf_config
+from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
 from chitram.stores import SafeCache, create_stores
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         plugins=[HTMXPlugin()],
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
-        before_send=[add_security_headers],
+        before_send=[security_headers_hook(settings.server.public_url)],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from secrets import compare_digest
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Request
 from litestar.config.csrf import CSRFConfig
@@ -23,21 +25,28 @@ CSRF_FIELD = "_csrf_token"  # the field name Litestar's middleware reads from fo
 # body to look for the form field) and call `verify_csrf` once they have parsed it.
 SELF_CHECKED = {"exclude_from_csrf": True}
 
-# Pages load scripts, styles and images from this origin only; htmx is configured by a meta tag
-# and a static file, so neither scripts nor styles need 'unsafe-inline'.
-PAGE_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' blob: data:",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "object-src 'none'",
-    ]
-)
+
+def page_policy(public_url: str = "") -> str:
+    """Pages load scripts, styles and images from this origin only (and images from PUBLIC_URL,
+    which their links are built from). htmx is configured by a meta tag and a static file, so
+    neither scripts nor styles need 'unsafe-inline'."""
+    parts = urlsplit(public_url)
+    image_origin = f" {parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self'{image_origin}",
+            "connect-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ]
+    )
+
+
 # Anything that is not a page (JSON, problems, static files) has nothing to load and no reason to be framed.
 RESOURCE_POLICY = "default-src 'none'; frame-ancestors 'none'"
 REFERRER_POLICY = "same-origin"
@@ -92,17 +101,24 @@ def _same_token(submitted: str, cookie: str, secret: str) -> bool:
     return a is not None and b is not None and compare_digest(a, b)
 
 
-async def add_security_headers(message: Message, scope: Scope) -> None:
+def security_headers_hook(public_url: str) -> Callable[[Message, Scope], Awaitable[None]]:
     """A before_send hook, so it covers every response, routed or not (404s, 405s, errors).
 
     CSP, Referrer-Policy and nosniff are added unless a handler chose its own (image bytes do).
     """
-    if message["type"] != "http.response.start":
-        return
-    headers = MutableScopeHeaders.from_message(message)
+    policy = page_policy(public_url)
+
+    async def add_security_headers(message: Message, scope: Scope) -> None:
+        if message["type"] == "http.response.start":
+            _add_headers(MutableScopeHeaders.from_message(message), policy)
+
+    return add_security_headers
+
+
+def _add_headers(headers: MutableScopeHeaders, policy: str) -> None:
     is_page = headers.get("content-type", "").startswith("text/html")
     if "content-security-policy" not in headers:
-        headers["content-security-policy"] = PAGE_POLICY if is_page else RESOURCE_POLICY
+        headers["content-security-policy"] = policy if is_page else RESOURCE_POLICY
     if is_page and "cache-control" not in headers:
         # Pages carry a per-visitor CSRF token and delete forms: never from a shared cache.
         headers["cache-control"] = "no-cache, private"

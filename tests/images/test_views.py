@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from chitram.errors import ChitramError
 from chitram.images.sharing import human_size
+from chitram.security import page_policy
 from tests.images.test_api import png_bytes, upload
 
 Client = AsyncTestClient[Litestar]
@@ -318,3 +319,8 @@ async def test_pages_answer_head_requests(client: Client) -> None:
         response = await client.head(path, headers=HTML)
         assert response.status_code == 200 and response.content == b"", path
         assert response.headers["content-type"].startswith("text/html")
+
+
+def test_images_may_come_from_public_url_and_nowhere_else() -> None:
+    assert "img-src 'self';" in page_policy("")
+    assert "img-src 'self' https://img.example.com;" in page_policy("https://img.example.com/base")
