@@ -17,11 +17,10 @@ import httpx
 from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import Page, sync_playwright
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.server import clean_env, start_server, stop
 
 OUT = Path("docs/screenshots")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 DEVICES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 360, "height": 740}}
 TITLES = ["Harbour at dawn", "Ridge line", "Evening over the valley", "Lakeside", "First snow", "Dunes"]
 
@@ -76,7 +75,7 @@ def shoot(page: Page, name: str, theme: str, device: str) -> None:
 
 def take_all(url: str, featured: str, sample: Path) -> None:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         for theme in ("light", "dark"):
             for device, viewport in DEVICES.items():
                 context = browser.new_context(

@@ -28,6 +28,7 @@ from chitram.settings import (
     UploadSettings,
 )
 from tests.support.faults import FaultProxy
+from tests.support.server import clean_env
 from tests.support.services import (
     PostgresService,
     RedisService,
@@ -166,9 +167,8 @@ def production_storage(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The CHITRAM_* variables that make a `chitram` process use these settings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHITRAM_")}
     storage = settings.storage
-    env.update(
+    return clean_env(
         CHITRAM_DATA_DIR=str(settings.data_dir),
         CHITRAM_SECRET_KEY=settings.server.secret_key,
         CHITRAM_DATABASE_URL=settings.database.database_url,
@@ -180,7 +180,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         CHITRAM_S3_BUCKET=storage.s3_bucket,
         CHITRAM_S3_REGION=storage.s3_region or "",
     )
-    return env
 
 
 @pytest.fixture(params=STACKS)

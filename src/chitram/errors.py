@@ -125,16 +125,19 @@ def problem_response(
     )
 
 
+_HTTP_PROBLEMS = {
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Upload too large"),
+}
+
+
 def _http_exception_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = exc.detail
     errors: list[dict[str, Any]] | None = None
-    problem_type = {403: "forbidden", 404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
-        status, "http-error"
-    )
-    title = {403: "Forbidden", 404: "Not found", 405: "Method not allowed", 413: "Upload too large"}.get(
-        status, "Request failed"
-    )
+    problem_type, title = _HTTP_PROBLEMS.get(status, ("http-error", "Request failed"))
     if status == 403 and "CSRF" in detail:
         detail = "this form has expired or did not come from this site; reload the page and try again"
     elif status == 404 and _wants_json(request):

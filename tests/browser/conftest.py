@@ -12,18 +12,15 @@
 from __future__ import annotations
 
 import base64
-import io
 import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import httpx
 import pytest
-from PIL import Image
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -37,19 +34,11 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
+from tests.images.test_api import png_bytes as solid_png
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.server import RunningServer, clean_env, start_server, stop
 from tests.support.services import services_required
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 DEFAULT_VIEWPORT = {"width": 1280, "height": 800}
 ACTION_TIMEOUT_MS = 10_000
 
@@ -85,10 +74,7 @@ def png_bytes(size: tuple[int, int] = (120, 80)) -> bytes:
     """A PNG in a colour no other call in this session produced, so no two uploads dedupe."""
     with _colours_lock:
         n = next(_colours)
-    colour = (n % 256, (n // 256) % 256, 255 - n % 128)
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
+    return solid_png(size, color=(n % 256, (n // 256) % 256, 255 - n % 128))
 
 
 def png_file(name: str = "picture.png", size: tuple[int, int] = (120, 80)) -> FilePayload:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage, StoredVariant
 from chitram.images.sharing import UNFURL_MAX_BYTES, describe, share_snippets, shown_on_page, unfurl_image
@@ -71,8 +73,7 @@ def test_small_or_extreme_images_unfurl_as_the_small_card() -> None:
     def card(width: int, height: int) -> str:
         base = image()
         original = StoredVariant(key="o", size=100, width=width, height=height, content_type="image/png")
-        resized = CachedImage(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "original": original})
-        return unfurl_image(resized, LINKS).twitter_card
+        return unfurl_image(msgspec.structs.replace(base, original=original), LINKS).twitter_card
 
     assert card(1200, 630) == "summary_large_image"
     assert card(1, 1) == "summary"

@@ -377,11 +377,8 @@
           status.textContent = "Processing…";
         });
         xhr.addEventListener("load", function () {
-          const type = xhr.getResponseHeader("Content-Type") || "";
-          if (xhr.status >= 200 && xhr.status < 300 && type.indexOf("text/html") === 0) {
+          if (xhr.status >= 200 && xhr.status < 300) {
             outcome = succeed(row, xhr.responseText);
-          } else if (xhr.status >= 200 && xhr.status < 300) {
-            outcome = fail(row, "The server answered with something other than an upload result; try again.");
           } else {
             outcome = fail(row, problemDetail(xhr.status, xhr.responseText));
           }

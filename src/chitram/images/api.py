@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
@@ -117,7 +118,7 @@ class ImageController(Controller):
     ) -> ImageCreated:
         result = await receive_upload(request, image_service)
         read = to_read(result.image, base_url(request))
-        return ImageCreated(**{f: getattr(read, f) for f in read.__struct_fields__}, delete_token=result.delete_token)
+        return ImageCreated(**msgspec.structs.asdict(read), delete_token=result.delete_token)
 
     @get("/", summary="List public images, newest first")
     async def list_images(

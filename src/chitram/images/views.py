@@ -51,8 +51,8 @@ class DeleteForm(msgspec.Struct):
     delete_token: str = ""
 
 
-def _view(request: Request[Any, Any, Any], image: CachedImage) -> ImageView:
-    return ImageView(image, image_links(image, base_url(request)))
+def _view(image: CachedImage, base: str) -> ImageView:
+    return ImageView(image, image_links(image, base))
 
 
 def _page_or_fragment(
@@ -100,7 +100,7 @@ class ImagePages(Controller):
             verify_csrf(request, form.fields.get(CSRF_FIELD))
 
         result = await receive_upload(request, image_service, check_form=check_csrf)
-        view = _view(request, result.image)
+        view = _view(result.image, base_url(request))
         context = {
             "view": view,
             "snippets": share_snippets(view.image, view.links),
@@ -123,8 +123,9 @@ class ImagePages(Controller):
         cursor: Annotated[str | None, QueryParameter(description="Where the previous page ended.")] = None,
     ) -> Template:
         images, next_cursor = await image_service.list_public(limit=GALLERY_PAGE_SIZE, cursor=cursor)
+        base = base_url(request)
         context = {
-            "views": [_view(request, image) for image in images],
+            "views": [_view(image, base) for image in images],
             "next_cursor": next_cursor,
             "first_page": cursor is None,
         }
@@ -141,7 +142,7 @@ class ImagePages(Controller):
         public_id, dot, extension = name.partition(".")
         image = await image_service.get_image(public_id)
         if not dot:
-            view = _view(request, image)
+            view = _view(image, base_url(request))
             context = {
                 "view": view,
                 "snippets": share_snippets(image, view.links),
@@ -158,7 +159,7 @@ class ImagePages(Controller):
         self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], public_id: FromPath[str]
     ) -> Template:
         """Where the delete link leads; the token travels in the #fragment, which browsers never send."""
-        view = _view(request, await image_service.get_image(public_id))
+        view = _view(await image_service.get_image(public_id), base_url(request))
         return Template(template_name="delete.html", context={"view": view})
 
     @post("/i/{public_id:str}/delete", status_code=200)
