@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -22,12 +23,22 @@ from litestar.template import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chitram import __version__
+from chitram.accounts.api import MeController, TokenController
+from chitram.accounts.auth import clear_dead_session_hook, load_viewer
+from chitram.accounts.passwords import Passwords
+from chitram.accounts.services import AccountService, LoginLimits
+from chitram.accounts.sessions import SessionStore
+from chitram.accounts.views import AccountPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
+from chitram.images.abuse import UploadGate, UploadPolicy
+from chitram.images.access import LinkSigner
 from chitram.images.api import ImageController
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
+from chitram.limits import RateLimiter
+from chitram.proxies import trusted_proxy_middleware
 from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
@@ -65,6 +76,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         concurrency=settings.upload.processing_concurrency,
     )
     health = HealthChecker(database, storage, stores, settings.health.health_timeout_seconds)
+    passwords = Passwords()
+    limiter = RateLimiter(stores)  # one per app: in memory mode it holds the counters
+    login_limits = LoginLimits.from_settings(settings.limits)
+    sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
+    upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
+
+    def account_service(db_session: AsyncSession) -> AccountService:
+        return AccountService(db_session, passwords=passwords, limiter=limiter, login_limits=login_limits)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -90,11 +109,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
 
+    def provide_account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
+        return account_service(db_session)
+
     templates = frontend_dir() / "templates"
     return Litestar(
         route_handlers=[
             ImageController,
+            MeController,
+            TokenController,
             ImagePages,
+            AccountPages,
             HealthController,
             create_static_files_router(
                 path="/static",
@@ -107,7 +132,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(database.session),
             "image_service": Provide(provide_image_service, sync_to_thread=False),
+            "account_service": Provide(provide_account_service, sync_to_thread=False),
+            "viewer": Provide(load_viewer),
         },
+        middleware=[trusted_proxy_middleware(settings.server.trusted_proxies)],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         template_config=TemplateConfig(
@@ -117,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         plugins=[HTMXPlugin()],
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
-        before_send=[security_headers_hook(settings.server.public_url)],
+        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session_hook()],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,
@@ -125,6 +153,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             # Only the document: the interactive viewers load their scripts from CDNs.
             render_plugins=[JsonRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A personal API token, created on /account or with POST /api/v1/tokens.",
+                    )
+                }
+            ),
         ),
         request_max_body_size=settings.request_body_limit,
         state=State(
@@ -137,6 +174,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "stores": stores,
                 "cache": cache,
                 "processor": processor,
+                "passwords": passwords,
+                "limiter": limiter,
+                "sessions": sessions,
+                "signer": LinkSigner(secret_key),
+                "upload_gate": upload_gate,
+                "account_service_factory": account_service,
             }
         ),
         debug=False,

@@ -6,11 +6,12 @@ import errno
 import logging
 import socket
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
@@ -62,6 +63,30 @@ class InvalidRequestError(ChitramError):
     status_code = 400
     problem_type = "invalid-request"
     title = "Invalid request"
+
+
+class NotAuthenticatedError(ChitramError):
+    status_code = 401
+    problem_type = "not-authenticated"
+    title = "Not authenticated"
+
+
+class ConflictError(ChitramError):
+    status_code = 409
+    problem_type = "conflict"
+    title = "Conflict"
+
+
+class GoneError(ChitramError):
+    status_code = 410
+    problem_type = "gone"
+    title = "Gone"
+
+
+class RateLimitedError(ChitramError):
+    status_code = 429
+    problem_type = "rate-limited"
+    title = "Too many requests"
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -178,6 +203,16 @@ def _validation_detail(exc: ValidationException) -> str:
     return f"{exc.detail}; fix the request and send it again"
 
 
+def _login_would_help(request: Request[Any, Any, Any]) -> bool:
+    """A person who opened a page that needs an account is sent to log in (and back afterwards)."""
+    return request.method in ("GET", "HEAD") and not _wants_json(request)
+
+
+def _path_and_query(request: Request[Any, Any, Any]) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
 def format_bytes(size: int) -> str:
     mib = size / (1024 * 1024)
     if mib >= 1:
@@ -187,6 +222,8 @@ def format_bytes(size: int) -> str:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The one exception handler: maps every error to a problem (API) or an error page (UI)."""
+    if isinstance(exc, NotAuthenticatedError) and _login_would_help(request):
+        return Redirect(f"/login?{urlencode({'next': _path_and_query(request)})}", status_code=303)
     if isinstance(exc, ChitramError | ImageRejected):
         return problem_response(
             request,

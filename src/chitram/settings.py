@@ -57,6 +57,9 @@ class ServerSettings(_Section):
     """Port `chitram` listens on."""
     workers: int = 1
     """Number of granian worker processes."""
+    trusted_proxies: str = ""
+    """Addresses or networks of reverse proxies (e.g. Caddy), comma-separated, whose X-Forwarded-For is believed.
+    Empty: the header is ignored."""
 
 
 class DatabaseSettings(_Section):
@@ -129,6 +132,38 @@ class UploadSettings(_Section):
     """Images decoded at once per worker; more wait their turn. Default: number of cores."""
 
 
+class AccountSettings(_Section):
+    allow_anonymous_uploads: bool = True
+    """Let visitors upload without an account. False: uploading needs a login or an API token."""
+    allow_registration: bool = True
+    """Let anyone create an account on /register. False: only `chitram-admin user create`."""
+    session_days: int = Field(default=30, gt=0)
+    """A web login lasts this many days (then log in again)."""
+    account_quota_bytes: int = Field(default=2 * 1024**3, ge=0)
+    """Bytes of originals one account may keep (default 2 GiB). 0: no quota."""
+
+
+class LimitSettings(_Section):
+    uploads_per_hour_per_ip: int = Field(default=120, ge=0)
+    """Uploads one client address may make per hour, with or without an account. 0: no limit."""
+    anonymous_uploads_per_hour_per_ip: int = Field(default=30, ge=0)
+    """Uploads without an account one client address may make per hour. 0: no limit."""
+    uploads_per_hour_per_account: int = Field(default=300, ge=0)
+    """Uploads one account may make per hour, from any address. 0: no limit."""
+    anonymous_bytes_per_day_per_ip: int = Field(default=200 * 1024**2, ge=0)
+    """Bytes one client address may upload without an account per day (default 200 MiB). 0: no limit."""
+    login_failures_per_account_and_ip: int = Field(default=5, ge=1)
+    """Wrong passwords for one account from one address before that pair must wait."""
+    login_failures_per_ip: int = Field(default=30, ge=1)
+    """Wrong passwords from one address, over all accounts, before it must wait."""
+    login_failures_per_account: int = Field(default=100, ge=1)
+    """Wrong passwords for one account from all addresses before it must wait (high, so nobody locks a victim out)."""
+    login_window_seconds: int = Field(default=900, gt=0)
+    """How long login failures are counted, and so the longest wait they cause."""
+    registrations_per_hour_per_ip: int = Field(default=10, ge=0)
+    """Accounts one client address may create per hour. 0: no limit."""
+
+
 class HealthSettings(_Section):
     health_timeout_seconds: float = 2.0
     """Each readiness check (database, storage, cache) fails after this many seconds."""
@@ -143,6 +178,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     upload: UploadSettings = field(default_factory=UploadSettings)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
 
     @classmethod

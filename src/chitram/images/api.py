@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -13,10 +14,22 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from chitram.errors import InvalidRequestError
+from chitram.accounts.auth import Viewer, require_viewer
+from chitram.errors import ForbiddenError, InvalidRequestError
+from chitram.images.abuse import UploadGate
+from chitram.images.access import MAX_LINK_SECONDS, MIN_LINK_SECONDS, LinkSigner, can_manage
 from chitram.images.models import Visibility
-from chitram.images.schemas import CachedImage, ImageCreated, ImagePage, ImageRead, ImageUpdate
+from chitram.images.schemas import (
+    CachedImage,
+    ImageCreated,
+    ImagePage,
+    ImageRead,
+    ImageUpdate,
+    SignedUrlRequest,
+    SignedUrls,
+)
 from chitram.images.services import MAX_PAGE_SIZE, ImageService, UploadResult, clean_title, parse_visibility
+from chitram.proxies import client_ip
 from chitram.settings import Settings
 from chitram.uploads import UploadForm, read_upload_form
 
@@ -60,11 +73,18 @@ def image_links(image: CachedImage, base: str) -> dict[str, str]:
 async def receive_upload(
     request: Request[Any, Any, Any],
     image_service: ImageService,
+    viewer: Viewer | None,
     *,
     check_form: Callable[[UploadForm], None] | None = None,
 ) -> UploadResult:
-    """Stream the multipart body to disk and store the image; shared by the API and the upload page."""
+    """Stream the multipart body to disk and store the image; shared by the API and the upload page.
+
+    Limits are checked before the body is read; the anonymous byte budget once its size is known.
+    """
     settings: Settings = request.app.state.settings
+    gate: UploadGate = request.app.state.upload_gate
+    address = client_ip(request)
+    await gate.admit(viewer, address)
     async with read_upload_form(
         request, max_file_bytes=settings.upload.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
     ) as form:
@@ -72,12 +92,16 @@ async def receive_upload(
             check_form(form)
         if form.file is None or form.file.size == 0:
             raise InvalidRequestError("no image received; choose a file (multipart field 'file') and send it again")
-        return await image_service.upload_image(
-            source=form.file.path,
-            filename=form.file.filename,
-            title=clean_title(form.fields.get("title")),
-            visibility=parse_visibility(form.fields.get("visibility")),
-        )
+        async with gate.budget(viewer, address, form.file.size):
+            return await image_service.upload_image(
+                source=form.file.path,
+                filename=form.file.filename,
+                title=clean_title(form.fields.get("title")),
+                visibility=parse_visibility(form.fields.get("visibility")),
+                owner_id=viewer.id if viewer else None,
+                quota_bytes=gate.policy.quota_bytes,
+                size=form.file.size,
+            )
 
 
 @dataclass
@@ -102,6 +126,11 @@ class UploadOperation(Operation):
         )
 
 
+BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+# Anonymous use works too; a token makes the request act for its account.
+OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, {"BearerToken": []}]
+
+
 class ImageController(Controller):
     path = "/api/v1/images"
     tags = ["images"]  # noqa: RUF012 - Litestar reads it as a class attribute
@@ -111,14 +140,26 @@ class ImageController(Controller):
         operation_class=UploadOperation,
         status_code=201,
         summary="Upload an image",
-        description="Multipart field `file`; optional `title` and `visibility`. The delete_token is returned once.",
+        description=(
+            "Multipart field `file`; optional `title` and `visibility` (`private` needs a token). "
+            "The delete_token is returned once."
+        ),
+        security=OPTIONAL_BEARER,
     )
     async def upload(
-        self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
     ) -> ImageCreated:
-        result = await receive_upload(request, image_service)
-        read = to_read(result.image, base_url(request))
-        return ImageCreated(**msgspec.structs.asdict(read), delete_token=result.delete_token)
+        result = await receive_upload(request, image_service, viewer)
+        base = base_url(request)
+        read = to_read(result.image, base)
+        return ImageCreated(
+            **msgspec.structs.asdict(read),
+            delete_token=result.delete_token,
+            delete_url=f"{base}/i/{result.image.public_id}/delete#token={result.delete_token}",
+        )
 
     @get("/", summary="List public images, newest first")
     async def list_images(
@@ -132,28 +173,81 @@ class ImageController(Controller):
         base = base_url(request)
         return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
 
-    @get("/{image_id:str}", summary="Describe one image")
+    @get("/{image_id:str}", summary="Describe one image", security=OPTIONAL_BEARER)
     async def get_image(
-        self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], image_id: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+        image_id: FromPath[str],
     ) -> ImageRead:
-        return to_read(await image_service.get_image(image_id), base_url(request))
+        return to_read(await image_service.get_image_for(image_id, viewer), base_url(request))
 
-    @patch("/{image_id:str}", summary="Change title or visibility (needs X-Delete-Token)")
+    @patch(
+        "/{image_id:str}",
+        summary="Change title or visibility (the owner's token, or X-Delete-Token)",
+        security=OPTIONAL_BEARER,
+    )
     async def update_image(
         self,
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
         image_id: FromPath[str],
         data: JSONBody[ImageUpdate],
         delete_token: DeleteToken = None,
     ) -> ImageRead:
         image = await image_service.update_image(
-            public_id=image_id, delete_token=delete_token, title=data.title, visibility=data.visibility
+            public_id=image_id, delete_token=delete_token, viewer=viewer, title=data.title, visibility=data.visibility
         )
         return to_read(image, base_url(request))
 
-    @delete("/{image_id:str}", status_code=204, summary="Delete an image (needs X-Delete-Token)")
+    @delete(
+        "/{image_id:str}",
+        status_code=204,
+        summary="Delete an image (the owner's token, or X-Delete-Token)",
+        security=OPTIONAL_BEARER,
+    )
     async def delete_image(
-        self, image_service: NamedDependency[ImageService], image_id: FromPath[str], delete_token: DeleteToken = None
+        self,
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+        image_id: FromPath[str],
+        delete_token: DeleteToken = None,
     ) -> None:
-        await image_service.delete_image(public_id=image_id, delete_token=delete_token)
+        await image_service.delete_image(public_id=image_id, delete_token=delete_token, viewer=viewer)
+
+    @post(
+        "/{image_id:str}/signed-url",
+        status_code=201,
+        summary="Make links to a private image that work without a token until they expire",
+        security=BEARER,
+    )
+    async def signed_url(
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        image_id: FromPath[str],
+        data: JSONBody[SignedUrlRequest],
+    ) -> SignedUrls:
+        viewer = await require_viewer(request)
+        image = await image_service.get_image_for(image_id, viewer)
+        if not can_manage(image, viewer):
+            raise ForbiddenError("only the image's owner can make links to it")
+        return signed_urls(request, image, data.expires_in)
+
+
+def signed_urls(request: Request[Any, Any, Any], image: CachedImage, expires_in: int) -> SignedUrls:
+    if not MIN_LINK_SECONDS <= expires_in <= MAX_LINK_SECONDS:
+        raise InvalidRequestError(
+            f"expires_in must be between {MIN_LINK_SECONDS} seconds and {MAX_LINK_SECONDS // 86400} days"
+        )
+    signer: LinkSigner = request.app.state.signer
+    link = signer.sign(image.public_id, expires_in)
+    links = image_links(image, base_url(request))
+    return SignedUrls(
+        url=f"{links['url']}?{link.query}",
+        thumbnail_url=f"{links['thumbnail_url']}?{link.query}",
+        preview_url=f"{links['preview_url']}?{link.query}",
+        expires_at=datetime.fromtimestamp(link.expires, UTC),
+    )

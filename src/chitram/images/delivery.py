@@ -88,12 +88,10 @@ def _if_none_match(request: Request[Any, Any, Any], etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def _base_headers(image: CachedImage, variant: str) -> dict[str, str]:
-    # Public and unlisted bytes never change under their URL (content-addressed), so caches may
-    # keep them for a year; private images (a later feature) will need their own rules here.
+def _base_headers(image: CachedImage, variant: str, cache_control: str) -> dict[str, str]:
     return {
         "ETag": etag_for(image, variant),
-        "Cache-Control": IMMUTABLE_CACHE,
+        "Cache-Control": cache_control,
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": SANDBOX_CSP,
         "Content-Disposition": content_disposition(image, variant),
@@ -103,10 +101,17 @@ def _base_headers(image: CachedImage, variant: str) -> dict[str, str]:
 
 
 async def serve_variant(
-    request: Request[Any, Any, Any], storage: ObjectStorage, image: CachedImage, variant: str
+    request: Request[Any, Any, Any],
+    storage: ObjectStorage,
+    image: CachedImage,
+    variant: str,
+    *,
+    cache_control: str = IMMUTABLE_CACHE,
 ) -> Response[Any]:
+    """Public and unlisted bytes never change under their URL (content-addressed), so caches may
+    keep them for a year; the caller passes a private policy for private images."""
     stored: StoredVariant = getattr(image, variant)
-    headers = _base_headers(image, variant)
+    headers = _base_headers(image, variant, cache_control)
     if _if_none_match(request, headers["ETag"]):
         return Response(content=b"", status_code=304, headers=headers)
     if_range = request.headers.get("if-range")

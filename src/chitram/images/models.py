@@ -10,6 +10,8 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from chitram.accounts import models as _accounts  # noqa: F401  # images.owner_id refers to users.id
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -18,6 +20,7 @@ def _now() -> datetime:
 class Visibility(StrEnum):
     PUBLIC = "public"
     UNLISTED = "unlisted"
+    PRIVATE = "private"
 
 
 class Blob(DefaultBase):
@@ -59,6 +62,8 @@ class Image(IdentityAuditBase):
         # Keyset pagination of the public gallery walks this index newest first.
         Index("ix_images_visibility_id", "visibility", "id"),
         Index("ix_images_blob_sha256", "blob_sha256"),
+        # "My images" walks this one, newest first.
+        Index("ix_images_owner_id_id", "owner_id", "id"),
     )
 
     public_id: Mapped[str] = mapped_column(String(24), unique=True)
@@ -67,5 +72,7 @@ class Image(IdentityAuditBase):
     original_filename: Mapped[str | None] = mapped_column(String(255), default=None)
     delete_token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256", ondelete="RESTRICT"))
+    # None: uploaded without an account (or kept when its account was deleted).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
 
     blob: Mapped[Blob] = relationship(lazy="joined", innerjoin=True)

@@ -31,11 +31,24 @@ class ImageRead(msgspec.Struct):
 class ImageCreated(ImageRead):
     delete_token: str
     """Shown once; send it back in the X-Delete-Token header to edit or delete the image."""
+    delete_url: str
+    """A page that deletes the image (the token is in its #fragment); for tools such as ShareX."""
 
 
 class ImageUpdate(msgspec.Struct, forbid_unknown_fields=True):
     title: TitleField | msgspec.UnsetType | None = msgspec.UNSET
     visibility: Visibility | msgspec.UnsetType = msgspec.UNSET
+
+
+class SignedUrlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    expires_in: Annotated[int, msgspec.Meta(description="Seconds the links stay valid (60 to 604800).")] = 3600
+
+
+class SignedUrls(msgspec.Struct):
+    url: str
+    thumbnail_url: str
+    preview_url: str
+    expires_at: datetime
 
 
 class ImagePage(msgspec.Struct):
@@ -65,3 +78,4 @@ class CachedImage(msgspec.Struct, frozen=True):
     thumbnail: StoredVariant
     preview: StoredVariant
     delete_token_hash: str | None = None
+    owner_id: int | None = None

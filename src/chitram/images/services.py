@@ -30,7 +30,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chitram.errors import ForbiddenError, InvalidRequestError, NotFoundError
+from chitram.accounts.auth import Viewer
+from chitram.accounts.models import User
+from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, NotFoundError, format_bytes
+from chitram.images.access import can_manage, can_view
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
 from chitram.images.schemas import CachedImage, StoredVariant
@@ -116,7 +119,14 @@ def to_cached(image: Image) -> CachedImage:
             blob.preview_key, blob.preview_size, blob.preview_width, blob.preview_height, "image/webp"
         ),
         delete_token_hash=image.delete_token_hash,
+        owner_id=image.owner_id,
     )
+
+
+class QuotaExceededError(ChitramError):
+    status_code = 413
+    problem_type = "quota-exceeded"
+    title = "Storage quota exceeded"
 
 
 @dataclass(frozen=True)
@@ -160,9 +170,16 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         result = to_cached(image) if image is not None else None
         await self.session.rollback()  # end the read transaction (rollback expires loaded objects)
         if result is None:
-            raise _not_found(public_id)
+            raise image_not_found(public_id)
         await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
         return result
+
+    async def get_image_for(self, public_id: str, viewer: Viewer | None) -> CachedImage:
+        """The image if `viewer` may see it; a private image is "not found" for everyone else."""
+        image = await self.get_image(public_id)
+        if not can_view(image, viewer):
+            raise image_not_found(public_id)
+        return image
 
     async def _cached(self, public_id: str) -> CachedImage | None:
         raw = await self.cache.get(CACHE_PREFIX + public_id)
@@ -189,11 +206,66 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
         return [to_cached(image) for image in page], next_cursor
 
+    async def list_owned(
+        self, owner_id: int, *, limit: int, cursor: str | None
+    ) -> tuple[list[CachedImage], str | None]:
+        """One account's images of every visibility, newest first, one keyset page."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        statement = select(Image).where(Image.owner_id == owner_id)
+        if cursor:
+            statement = statement.where(Image.id < decode_cursor(cursor))
+        statement = statement.order_by(Image.id.desc()).limit(limit + 1)
+        rows: Sequence[Image] = (await self.session.scalars(statement)).all()
+        page = list(rows[:limit])
+        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+        result = [to_cached(image) for image in page]
+        await self.session.rollback()
+        return result, next_cursor
+
+    async def owned_ids(self, owner_id: int) -> list[str]:
+        statement = select(Image.public_id).where(Image.owner_id == owner_id).order_by(Image.id)
+        ids = list((await self.session.scalars(statement)).all())
+        await self.session.rollback()
+        return ids
+
+    async def disown(self, owner_id: int) -> int:
+        """Leave an account's public and unlisted images online without an owner (their links and
+        delete tokens keep working); nobody could ever see its private ones again, so they go."""
+        private = select(Image.public_id).where(
+            Image.owner_id == owner_id, Image.visibility == Visibility.PRIVATE.value
+        )
+        private_ids = list((await self.session.scalars(private)).all())
+        await self.session.rollback()
+        for public_id in private_ids:
+            await self.delete_image(public_id=public_id, delete_token=None, owner_override=owner_id)
+        await self.session.rollback()
+        kept = (await self.session.scalars(select(Image.public_id).where(Image.owner_id == owner_id))).all()
+        await self.session.execute(update(Image).where(Image.owner_id == owner_id).values(owner_id=None))
+        await self.session.execute(update(User).where(User.id == owner_id).values(used_bytes=0))
+        await self.session.commit()
+        for public_id in kept:
+            await self.cache.invalidate(CACHE_PREFIX + public_id)
+        return len(private_ids)
+
     # -- upload ------------------------------------------------------------------------
 
     async def upload_image(
-        self, *, source: Path, filename: str | None, title: str | None, visibility: Visibility
+        self,
+        *,
+        source: Path,
+        filename: str | None,
+        title: str | None,
+        visibility: Visibility,
+        owner_id: int | None = None,
+        quota_bytes: int = 0,
+        size: int = 0,
     ) -> UploadResult:
+        """Store an upload. `size` (of the file at `source`) lets the quota refuse it before decoding."""
+        if visibility is Visibility.PRIVATE and owner_id is None:
+            raise InvalidRequestError("only signed-in uploads can be private; log in or choose 'unlisted'")
+        if owner_id is not None and quota_bytes:
+            await self._check_quota(owner_id, size, quota_bytes)
         processed = await self.processor.process(source)
         delete_token = secrets.token_urlsafe(DELETE_TOKEN_BYTES)
         image = Image(
@@ -203,9 +275,12 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             original_filename=_safe_stored_filename(filename),
             delete_token_hash=hash_token(delete_token),
             blob_sha256=processed.sha256,
+            owner_id=owner_id,
         )
         await self._reserve_blob(processed)
         try:
+            if owner_id is not None:
+                await self._charge_quota(owner_id, len(processed.original), quota_bytes)
             blob = await self._reference_blob(processed)
             self.session.add(image)
             await self.session.flush()
@@ -221,6 +296,25 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             raise
         image.blob = blob
         return UploadResult(image=to_cached(image), delete_token=delete_token)
+
+    async def _check_quota(self, owner_id: int, size: int, quota_bytes: int) -> None:
+        """Fail fast, before decoding, when the file alone cannot fit."""
+        used = (await self.session.scalars(select(User.used_bytes).where(User.id == owner_id))).one_or_none()
+        await self.session.rollback()
+        if used is not None and used + size > quota_bytes:
+            raise _quota_exceeded(size, used, quota_bytes)
+
+    async def _charge_quota(self, owner_id: int, size: int, quota_bytes: int) -> None:
+        """Count the bytes against the account in the upload's transaction: one conditional
+        UPDATE, so concurrent uploads cannot together overshoot the quota."""
+        statement = update(User).where(User.id == owner_id).values(used_bytes=User.used_bytes + size)
+        if quota_bytes:
+            statement = statement.where(User.used_bytes + size <= quota_bytes)
+        if (await self.session.execute(statement.returning(User.id))).scalar_one_or_none() is None:
+            used = (await self.session.scalars(select(User.used_bytes).where(User.id == owner_id))).one_or_none()
+            if used is None:
+                raise NotFoundError("the account this upload belongs to no longer exists")
+            raise _quota_exceeded(size, used, quota_bytes)
 
     async def _reserve_blob(self, processed: ProcessedImage) -> None:
         """Make sure a row exists (refcount 0) so the content always has a row to lock."""
@@ -280,23 +374,29 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     # -- changes -----------------------------------------------------------------------
 
-    async def _locked_image(self, public_id: str, delete_token: str | None) -> Image:
+    async def _locked_image(self, public_id: str, delete_token: str | None, viewer: Viewer | None) -> Image:
         _check_public_id(public_id)
         statement = select(Image).where(Image.public_id == public_id).with_for_update(of=Image)
         image = (await self.session.scalars(statement)).one_or_none()
         if image is None:
-            raise _not_found(public_id)
-        if not _token_matches(delete_token, image.delete_token_hash):
-            raise ForbiddenError(
-                "the delete token is missing or wrong; send the token you got at upload in the X-Delete-Token header"
-            )
-        return image
+            raise image_not_found(public_id)
+        cached = to_cached(image)
+        if can_manage(cached, viewer) or _token_matches(delete_token, image.delete_token_hash):
+            return image
+        if not can_view(cached, viewer):
+            raise image_not_found(public_id)  # a private image does not exist for others
+        if viewer is not None:
+            raise ForbiddenError("this image belongs to someone else; only its owner can change or delete it")
+        raise ForbiddenError(
+            "the delete token is missing or wrong; send the token you got at upload in the X-Delete-Token header"
+        )
 
     async def update_image(
         self,
         *,
         public_id: str,
         delete_token: str | None,
+        viewer: Viewer | None = None,
         title: str | msgspec.UnsetType | None = msgspec.UNSET,
         visibility: Visibility | msgspec.UnsetType = msgspec.UNSET,
     ) -> CachedImage:
@@ -306,19 +406,21 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         if visibility is not msgspec.UNSET:
             changes["visibility"] = Visibility(visibility).value
         try:
-            image = await self._locked_image(public_id, delete_token)
+            image = await self._locked_image(public_id, delete_token, viewer)
+            if changes.get("visibility") == Visibility.PRIVATE.value and image.owner_id is None:
+                raise InvalidRequestError("an image uploaded without an account cannot be private; use 'unlisted'")
             # One statement that reports the row it changed: a delete that won the race
             # (SQLite ignores FOR UPDATE) turns into a 404 instead of a crash.
             statement = update(Image).where(Image.id == image.id).values(**changes).returning(Image.id)
             if changes and (await self.session.execute(statement)).scalar_one_or_none() is None:
-                raise _not_found(public_id)
+                raise image_not_found(public_id)
             refreshed = (
                 await self.session.scalars(
                     select(Image).where(Image.id == image.id).execution_options(populate_existing=True)
                 )
             ).one_or_none()
             if refreshed is None:
-                raise _not_found(public_id)
+                raise image_not_found(public_id)
             result = to_cached(refreshed)
             await self.session.commit()
         except BaseException:
@@ -327,16 +429,34 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         await self.cache.invalidate(CACHE_PREFIX + public_id)
         return result
 
-    async def delete_image(self, *, public_id: str, delete_token: str | None) -> None:
+    async def delete_image(
+        self,
+        *,
+        public_id: str,
+        delete_token: str | None,
+        viewer: Viewer | None = None,
+        owner_override: int | None = None,
+    ) -> None:
+        """Delete one image. `owner_override` is for the account's own removal (no viewer then)."""
         try:
-            image = await self._locked_image(public_id, delete_token)
+            if owner_override is not None:
+                viewer = Viewer(id=owner_override, email="", is_admin=False, via="session")
+            image = await self._locked_image(public_id, delete_token, viewer)
             # Count the row this statement really removed: SQLite ignores FOR UPDATE, so two
             # concurrent deletes can both pass the check above; only one of them deletes.
-            removed = await self.session.execute(delete(Image).where(Image.id == image.id).returning(Image.blob_sha256))
-            sha256 = removed.scalar_one_or_none()
-            if sha256 is None:
-                raise _not_found(public_id)
-            await self.session.execute(update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1))
+            removed = await self.session.execute(
+                delete(Image).where(Image.id == image.id).returning(Image.blob_sha256, Image.owner_id)
+            )
+            row = removed.one_or_none()
+            if row is None:
+                raise image_not_found(public_id)
+            sha256, owner_id = row
+            blob_size = update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1)
+            size = (await self.session.execute(blob_size.returning(Blob.size))).scalar_one()
+            if owner_id is not None:
+                await self.session.execute(
+                    update(User).where(User.id == owner_id).values(used_bytes=User.used_bytes - size)
+                )
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
@@ -375,13 +495,20 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 def _check_public_id(public_id: str) -> None:
     # Ids are generated by us; anything else cannot exist, and never reaches the database.
     if not _PUBLIC_ID.fullmatch(public_id):
-        raise _not_found(public_id)
+        raise image_not_found(public_id)
 
 
-def _not_found(public_id: str) -> NotFoundError:
+def image_not_found(public_id: str) -> NotFoundError:
     if not _PUBLIC_ID.fullmatch(public_id):
         return NotFoundError("no image has this id; image ids are 12 letters, digits, '-' or '_'")
     return NotFoundError(f"no image has the id '{public_id}'; check the link, or it may have been deleted")
+
+
+def _quota_exceeded(size: int, used: int, quota_bytes: int) -> QuotaExceededError:
+    return QuotaExceededError(
+        f"this upload ({format_bytes(size)}) would take your account past its quota of "
+        f"{format_bytes(quota_bytes)} ({format_bytes(used)} used); delete some images on /me/images first"
+    )
 
 
 def _token_matches(token: str | None, expected_hash: str | None) -> bool:

@@ -11,14 +11,16 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
-from chitram.errors import ForbiddenError, NotFoundError
-from chitram.images.api import base_url, image_links, receive_upload
-from chitram.images.delivery import serve_variant
+from chitram.accounts.auth import Viewer, load_viewer
+from chitram.errors import ForbiddenError, GoneError, NotAuthenticatedError, NotFoundError
+from chitram.images.access import LinkSigner, can_manage, can_view
+from chitram.images.api import base_url, image_links, receive_upload, signed_urls
+from chitram.images.delivery import IMMUTABLE_CACHE, serve_variant
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage
-from chitram.images.services import ImageService
+from chitram.images.services import ImageService, image_not_found, parse_visibility
 from chitram.images.sharing import alt_text, describe, share_snippets, shown_on_page, unfurl_image
 from chitram.security import CSRF_FIELD, SELF_CHECKED, verify_csrf
 from chitram.uploads import UploadForm
@@ -49,6 +51,41 @@ class ImageView:
 
 class DeleteForm(msgspec.Struct):
     delete_token: str = ""
+
+
+class EditForm(msgspec.Struct):
+    title: str = ""
+    visibility: str = ""
+
+
+class LinkForm(msgspec.Struct):
+    expires_in: int = 86400
+
+
+# Offered on the owner's image page for links to a private image.
+LINK_LIFETIMES = [(3600, "1 hour"), (86400, "1 day"), (7 * 86400, "7 days")]
+SIGNED_LINK_MAX_AGE = 3600
+
+
+async def bytes_cache_policy(request: Request[Any, Any, Any], image: CachedImage) -> str:
+    """How the bytes of `image` may be cached, once this request has shown it may see them.
+
+    A private image is served to its owner's session (no shared cache, revalidated each time) or
+    through a signed link (cached privately, never past its expiry). Everyone else gets the same
+    404 as for an id that does not exist.
+    """
+    if image.visibility is not Visibility.PRIVATE:
+        return IMMUTABLE_CACHE
+    signer: LinkSigner = request.app.state.signer
+    query = request.query_params
+    left = signer.seconds_left(image.public_id, query.get("expires"), query.get("signature"))
+    if left is not None and left > 0:
+        return f"private, max-age={min(left, SIGNED_LINK_MAX_AGE)}"
+    if can_view(image, await load_viewer(request)):
+        return "private, no-cache"
+    if left is not None:
+        raise GoneError("this link has expired; ask the image's owner for a new one")
+    raise image_not_found(image.public_id)
 
 
 def _view(image: CachedImage, base: str) -> ImageView:
@@ -85,21 +122,31 @@ class ImagePages(Controller):
     request_class = HTMXRequest
 
     @route("/", http_method=READ_METHODS)
-    async def home(self, request: Request[Any, Any, Any]) -> Template:
+    async def home(self, request: Request[Any, Any, Any], viewer: NamedDependency[Viewer | None]) -> Template:
         settings = request.app.state.settings
+        visibilities = list(Visibility) if viewer else [v for v in Visibility if v is not Visibility.PRIVATE]
         return Template(
             template_name="index.html",
-            context={"max_upload_bytes": settings.upload.max_upload_bytes, "visibilities": list(Visibility)},
+            context={
+                "max_upload_bytes": settings.upload.max_upload_bytes,
+                "visibilities": visibilities,
+                "may_upload": viewer is not None or settings.accounts.allow_anonymous_uploads,
+            },
         )
 
     @post("/upload", opt=SELF_CHECKED, status_code=201)
-    async def upload(self, request: HTMXRequest, image_service: NamedDependency[ImageService]) -> Template:
+    async def upload(
+        self,
+        request: HTMXRequest,
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+    ) -> Template:
         """The upload form's target: the script sends each file here; without it, the browser does."""
 
         def check_csrf(form: UploadForm) -> None:
             verify_csrf(request, form.fields.get(CSRF_FIELD))
 
-        result = await receive_upload(request, image_service, check_form=check_csrf)
+        result = await receive_upload(request, image_service, viewer, check_form=check_csrf)
         view = _view(result.image, base_url(request))
         context = {
             "view": view,
@@ -120,6 +167,7 @@ class ImagePages(Controller):
         self,
         request: HTMXRequest,
         image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
         cursor: Annotated[str | None, QueryParameter(description="Where the previous page ended.")] = None,
     ) -> Template:
         images, next_cursor = await image_service.list_public(limit=GALLERY_PAGE_SIZE, cursor=cursor)
@@ -142,36 +190,52 @@ class ImagePages(Controller):
         public_id, dot, extension = name.partition(".")
         image = await image_service.get_image(public_id)
         if not dot:
+            viewer = await load_viewer(request)
+            if not can_view(image, viewer):
+                raise image_not_found(public_id)
             view = _view(image, base_url(request))
             context = {
                 "view": view,
                 "snippets": share_snippets(image, view.links),
                 "unfurl": unfurl_image(image, view.links),
                 "shown": shown_on_page(image, view.links),
+                "can_manage": can_manage(image, viewer),
+                "link_lifetimes": LINK_LIFETIMES,
             }
-            return Template(template_name="image.html", context=context)
+            # A private page must not be kept by anything between the owner and us.
+            headers = {"Cache-Control": "no-store"} if image.visibility is Visibility.PRIVATE else None
+            return Template(template_name="image.html", context=context, headers=headers)
+        cache_control = await bytes_cache_policy(request, image)
         if extension.lower() != image.extension:
             raise NotFoundError(f"this image is a {image.extension.upper()}; its address ends in .{image.extension}")
-        return await serve_variant(request, image_service.storage, image, "original")
+        return await serve_variant(request, image_service.storage, image, "original", cache_control=cache_control)
 
     @route("/i/{public_id:str}/delete", http_method=READ_METHODS)
     async def delete_page(
         self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService], public_id: FromPath[str]
     ) -> Template:
         """Where the delete link leads; the token travels in the #fragment, which browsers never send."""
-        view = _view(await image_service.get_image(public_id), base_url(request))
-        return Template(template_name="delete.html", context={"view": view})
+        viewer = await load_viewer(request)
+        # A private image does not exist for others, here too (its owner deletes it logged in;
+        # the API still takes its delete token).
+        image = await image_service.get_image_for(public_id, viewer)
+        view = _view(image, base_url(request))
+        context = {"view": view, "can_manage": can_manage(image, viewer)}
+        return Template(template_name="delete.html", context=context, headers={"Cache-Control": "no-store"})
 
     @post("/i/{public_id:str}/delete", status_code=200)
     async def delete(
         self,
         request: HTMXRequest,
         image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
         public_id: FromPath[str],
         data: Annotated[DeleteForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Template:
         try:
-            await image_service.delete_image(public_id=public_id, delete_token=data.delete_token.strip() or None)
+            await image_service.delete_image(
+                public_id=public_id, delete_token=data.delete_token.strip() or None, viewer=viewer
+            )
         except ForbiddenError:
             # The service's message speaks of the API's header; a page visitor holds a delete link.
             raise ForbiddenError(
@@ -197,4 +261,71 @@ class ImagePages(Controller):
         if variant is None:
             raise NotFoundError("images have /thumbnail.webp and /preview.webp variants only")
         image = await image_service.get_image(public_id)
-        return await serve_variant(request, image_service.storage, image, variant)
+        cache_control = await bytes_cache_policy(request, image)
+        return await serve_variant(request, image_service.storage, image, variant, cache_control=cache_control)
+
+    @route("/i/{public_id:str}/edit", http_method=READ_METHODS)
+    async def edit_page(
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+        public_id: FromPath[str],
+    ) -> Template:
+        image = await _managed_image(image_service, public_id, viewer)
+        context = {"view": _view(image, base_url(request)), "visibilities": _visibilities_for(image)}
+        return Template(template_name="edit.html", context=context)
+
+    @post("/i/{public_id:str}/edit", status_code=303)
+    async def edit(
+        self,
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+        public_id: FromPath[str],
+        data: Annotated[EditForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Redirect:
+        await _managed_image(image_service, public_id, viewer)
+        await image_service.update_image(
+            public_id=public_id,
+            delete_token=None,
+            viewer=viewer,
+            title=data.title,
+            visibility=parse_visibility(data.visibility),
+        )
+        return Redirect(f"/i/{public_id}")
+
+    @post("/i/{public_id:str}/link", status_code=200)
+    async def private_link(
+        self,
+        request: HTMXRequest,
+        image_service: NamedDependency[ImageService],
+        viewer: NamedDependency[Viewer | None],
+        public_id: FromPath[str],
+        data: Annotated[LinkForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Template:
+        """Links to a private image that anyone may open until they expire."""
+        image = await _managed_image(image_service, public_id, viewer)
+        urls = signed_urls(request, image, data.expires_in)
+        context = {"view": _view(image, base_url(request)), "urls": urls}
+        return _page_or_fragment(
+            request,
+            page="private_link.html",
+            fragment="partials/private_link.html",
+            context=context,
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+async def _managed_image(image_service: ImageService, public_id: str, viewer: Viewer | None) -> CachedImage:
+    """The image if `viewer` owns it or is an administrator; others learn nothing more than before."""
+    if viewer is None:
+        raise NotAuthenticatedError("log in to change your images")
+    image = await image_service.get_image_for(public_id, viewer)
+    if not can_manage(image, viewer):
+        raise ForbiddenError("this image belongs to someone else; only its owner can change it")
+    return image
+
+
+def _visibilities_for(image: CachedImage) -> list[Visibility]:
+    # An image without an owner cannot be private: nobody could see it any more.
+    return [v for v in Visibility if image.owner_id is not None or v is not Visibility.PRIVATE]

@@ -1,0 +1,118 @@
+"""JSON API for the account behind a token: who am I, my images, my tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from chitram.accounts.auth import require_viewer
+from chitram.accounts.models import ApiToken
+from chitram.accounts.services import AccountService
+from chitram.images.api import BEARER, base_url, to_read
+from chitram.images.schemas import ImagePage
+from chitram.images.services import MAX_PAGE_SIZE, ImageService
+
+
+class AccountRead(msgspec.Struct):
+    id: int
+    email: str
+    is_admin: bool
+    used_bytes: int
+    quota_bytes: int
+    """0 means no quota."""
+    created_at: datetime
+
+
+class TokenRead(msgspec.Struct):
+    id: int
+    name: str
+    hint: str
+    """The token's first characters, to tell tokens apart."""
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenRead):
+    token: str
+    """Shown once; send it as 'Authorization: Bearer <token>'."""
+
+
+class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+def _token_read(token: ApiToken) -> TokenRead:
+    return TokenRead(
+        id=token.id, name=token.name, hint=token.hint, created_at=token.created_at, last_used_at=token.last_used_at
+    )
+
+
+class MeController(Controller):
+    path = "/api/v1/me"
+    tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    security = BEARER  # noqa: RUF012
+
+    @get("/", summary="The account this token belongs to")
+    async def me(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> AccountRead:
+        viewer = await require_viewer(request)
+        user = await account_service.get_user(viewer.id)
+        await account_service.end_read()
+        return AccountRead(
+            id=user.id,
+            email=user.email,
+            is_admin=user.is_admin,
+            used_bytes=user.used_bytes,
+            quota_bytes=request.app.state.settings.accounts.account_quota_bytes,
+            created_at=user.created_at,
+        )
+
+    @get("/images", summary="My images of every visibility, newest first")
+    async def my_images(
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 24,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page.")] = None,
+    ) -> ImagePage:
+        viewer = await require_viewer(request)
+        images, next_cursor = await image_service.list_owned(viewer.id, limit=limit, cursor=cursor)
+        base = base_url(request)
+        return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
+
+
+class TokenController(Controller):
+    path = "/api/v1/tokens"
+    tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    security = BEARER  # noqa: RUF012
+
+    @get("/", summary="My API tokens (never the tokens themselves)")
+    async def list_tokens(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> list[TokenRead]:
+        viewer = await require_viewer(request)
+        return [_token_read(token) for token in await account_service.list_tokens(viewer.id)]
+
+    @post("/", status_code=201, summary="Create a token; it is shown once")
+    async def create_token(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        data: JSONBody[TokenCreate],
+    ) -> TokenCreated:
+        viewer = await require_viewer(request)
+        created = await account_service.create_token(viewer.id, data.name)
+        return TokenCreated(**msgspec.structs.asdict(_token_read(created.token)), token=created.secret)
+
+    @delete("/{token_id:int}", status_code=204, summary="Revoke a token; it stops working at once")
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService], token_id: FromPath[int]
+    ) -> None:
+        viewer = await require_viewer(request)
+        await account_service.revoke_token(viewer.id, token_id)

@@ -1,0 +1,25 @@
+"""Deleting an account, with or without its images (asked explicitly; there is no default)."""
+
+from __future__ import annotations
+
+from chitram.accounts.services import AccountService
+from chitram.images.services import ImageService
+
+
+async def delete_account(accounts: AccountService, images: ImageService, user_id: int, *, delete_images: bool) -> int:
+    """Remove the account and its tokens; returns how many images were deleted.
+
+    Kept images stay online without an owner (links and delete tokens keep working); private
+    ones are deleted either way, as nobody could ever see them again.
+    """
+    await accounts.get_user(user_id)  # 404 before anything changes
+    await accounts.end_all_sessions(user_id)
+    if delete_images:
+        owned = await images.owned_ids(user_id)
+        for public_id in owned:
+            await images.delete_image(public_id=public_id, delete_token=None, owner_override=user_id)
+        deleted = len(owned)
+    else:
+        deleted = await images.disown(user_id)
+    await accounts.delete_user_row(user_id)
+    return deleted

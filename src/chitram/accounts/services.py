@@ -1,0 +1,261 @@
+"""The rules for accounts: registration, login (throttled), passwords, tokens, disabling, deletion."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chitram.accounts.models import ApiToken, User
+from chitram.accounts.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
+from chitram.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotAuthenticatedError,
+    NotFoundError,
+    RateLimitedError,
+)
+from chitram.limits import Limit, RateLimiter, human_wait
+from chitram.settings import LimitSettings
+
+MAX_EMAIL_LENGTH = 254  # RFC 5321's path limit, minus the angle brackets
+MAX_TOKEN_NAME_LENGTH = 100
+TOKEN_PREFIX = "chi_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
+TOKEN_BYTES = 32
+# Writing last_used_at on every API call would turn each read into a write; a minute is
+# precise enough for "last used".
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+def email_key(email: str) -> str:
+    """What makes two addresses the same account: Unicode-normalised and casefolded."""
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+def clean_email(raw: str) -> str:
+    email = unicodedata.normalize("NFKC", raw).strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in email):
+        raise InvalidRequestError("enter an email address like name@example.com")
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise InvalidRequestError(f"the email address is longer than {MAX_EMAIL_LENGTH} characters")
+    return email
+
+
+def hash_api_token(token: str) -> str:
+    # Tokens carry 256 random bits: a fast hash is enough, there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """The three counters of wrong passwords: tight per account and address, looser per address,
+    loosest per account (so an attacker spread over many addresses cannot lock a victim out for
+    longer than one window)."""
+
+    per_account_and_ip: Limit
+    per_ip: Limit
+    per_account: Limit
+
+    @classmethod
+    def from_settings(cls, limits: LimitSettings) -> LoginLimits:
+        window = limits.login_window_seconds
+        return cls(
+            per_account_and_ip=Limit("login-account-ip", limits.login_failures_per_account_and_ip, window),
+            per_ip=Limit("login-ip", limits.login_failures_per_ip, window),
+            per_account=Limit("login-account", limits.login_failures_per_account, window),
+        )
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: ApiToken
+    secret: str  # shown once
+
+
+class AccountService:
+    def __init__(
+        self, session: AsyncSession, *, passwords: Passwords, limiter: RateLimiter, login_limits: LoginLimits
+    ) -> None:
+        self.session = session
+        self.passwords = passwords
+        self.limiter = limiter
+        self.login_limits = login_limits
+
+    # -- registration and login ---------------------------------------------------------
+
+    async def register(self, email: str, password: str, *, is_admin: bool = False) -> User:
+        email = clean_email(email)
+        password_hash = await self.passwords.hash(check_new_password(password))
+        user = User(email=email, email_key=email_key(email), password_hash=password_hash, is_admin=is_admin)
+        self.session.add(user)
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise ConflictError(
+                "an account with this email address exists already; log in, or use another address"
+            ) from None
+        return user
+
+    async def log_in(self, email: str, password: str, *, client_ip: str) -> User:
+        """The user whose password this is, or a 401 that says nothing about which part was wrong.
+
+        Throttled: wrong passwords are counted per account and address, per address and per
+        account; while any counter is full, no password is even checked.
+        """
+        key = email_key(email)[:MAX_EMAIL_LENGTH]
+        counters = self._login_counters(key, client_ip)
+        for limit, counter_key in counters:
+            wait = await self.limiter.blocked_for(limit, counter_key)
+            if wait is not None:
+                raise RateLimitedError(
+                    f"too many failed logins; try again in {human_wait(wait)}", headers={"Retry-After": str(wait)}
+                )
+        user = (await self.session.scalars(select(User).where(User.email_key == key))).one_or_none()
+        password = password[:MAX_PASSWORD_LENGTH]
+        valid = await self.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not valid:
+            await self.session.rollback()
+            for limit, counter_key in counters:
+                await self.limiter.count(limit, counter_key)
+            raise NotAuthenticatedError("the email address or the password is wrong; check both and try again")
+        if user.is_disabled:
+            await self.session.rollback()
+            raise ForbiddenError("this account is disabled; ask the operator of this site")
+        await self.limiter.reset(self.login_limits.per_account_and_ip, counters[0][1])
+        user.last_login_at = datetime.now(UTC)
+        if self.passwords.needs_rehash(user.password_hash):
+            user.password_hash = await self.passwords.hash(password)
+        await self.session.commit()
+        return user
+
+    def _login_counters(self, key: str, client_ip: str) -> list[tuple[Limit, str]]:
+        limits = self.login_limits
+        return [
+            (limits.per_account_and_ip, f"{key}|{client_ip}"),
+            (limits.per_ip, client_ip),
+            (limits.per_account, key),
+        ]
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_user(self, user_id: int) -> User:
+        user = await self.session.get(User, user_id, populate_existing=True)
+        if user is None:
+            raise NotFoundError(f"no account has the id {user_id}")
+        return user
+
+    async def find_user(self, email: str) -> User:
+        user = (await self.session.scalars(select(User).where(User.email_key == email_key(email)))).one_or_none()
+        if user is None:
+            raise NotFoundError(f"no account has the email address {email}")
+        return user
+
+    async def list_users(self) -> Sequence[tuple[User, int]]:
+        """Every account with its number of images, oldest first."""
+        from chitram.images.models import Image
+
+        images = select(func.count(Image.id)).where(Image.owner_id == User.id).scalar_subquery()
+        rows = (await self.session.execute(select(User, images).order_by(User.id))).all()
+        return [(user, count) for user, count in rows]
+
+    # -- passwords and sessions --------------------------------------------------------
+
+    async def change_password(self, user_id: int, current: str, new: str) -> User:
+        """Set a new password and end every session (the caller starts a fresh one)."""
+        user = await self.get_user(user_id)
+        if not await self.passwords.verify(user.password_hash, current[:MAX_PASSWORD_LENGTH]):
+            await self.session.rollback()
+            raise ForbiddenError("the current password is wrong; type it again")
+        user.password_hash = await self.passwords.hash(check_new_password(new))
+        user.session_epoch += 1
+        await self.session.commit()
+        return user
+
+    async def end_all_sessions(self, user_id: int) -> None:
+        await self.session.execute(update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1))
+        await self.session.commit()
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+        """Disabling ends the account's sessions at once; its tokens stop working with the flag."""
+        user = await self.get_user(user_id)
+        user.is_disabled = disabled
+        if disabled:
+            user.session_epoch += 1
+        await self.session.commit()
+        return user
+
+    async def set_password(self, user_id: int, password: str) -> None:
+        """For operators (`chitram-admin`): no current password needed; sessions end."""
+        user = await self.get_user(user_id)
+        user.password_hash = await self.passwords.hash(check_new_password(password))
+        user.session_epoch += 1
+        await self.session.commit()
+
+    # -- API tokens --------------------------------------------------------------------
+
+    async def create_token(self, user_id: int, name: str) -> NewToken:
+        name = " ".join(name.split())
+        if not name:
+            raise InvalidRequestError("give the token a name, e.g. the tool or computer that will use it")
+        if len(name) > MAX_TOKEN_NAME_LENGTH:
+            raise InvalidRequestError(f"the token name is longer than {MAX_TOKEN_NAME_LENGTH} characters")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        token = ApiToken(
+            user_id=user_id, name=name, token_hash=hash_api_token(secret), hint=secret[: len(TOKEN_PREFIX) + 6]
+        )
+        self.session.add(token)
+        await self.session.commit()
+        return NewToken(token=token, secret=secret)
+
+    async def list_tokens(self, user_id: int) -> Sequence[ApiToken]:
+        statement = select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
+        tokens = (await self.session.scalars(statement)).all()
+        await self.end_read()
+        return tokens
+
+    async def end_read(self) -> None:
+        """End the read transaction, keeping what was loaded usable (a rollback would expire it)."""
+        self.session.expunge_all()
+        await self.session.rollback()
+
+    async def revoke_token(self, user_id: int, token_id: int) -> None:
+        token = await self.session.get(ApiToken, token_id)
+        if token is None or token.user_id != user_id:
+            await self.session.rollback()
+            raise NotFoundError("you have no token with this id; it may be revoked already")
+        await self.session.delete(token)
+        await self.session.commit()
+
+    async def user_for_token(self, secret: str) -> User | None:
+        """The enabled or disabled owner of a token, or None when no such token exists."""
+        statement = select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        row = (await self.session.execute(statement.where(ApiToken.token_hash == hash_api_token(secret)))).one_or_none()
+        if row is None:
+            await self.end_read()
+            return None
+        token, user = row
+        now = datetime.now(UTC)
+        if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+            token.last_used_at = now
+            await self.session.commit()
+        else:
+            await self.end_read()
+        return user
+
+    # -- deletion ----------------------------------------------------------------------
+
+    async def delete_user_row(self, user_id: int) -> None:
+        """Remove the account (its tokens go with it; images it still owns lose their owner)."""
+        user = await self.get_user(user_id)
+        await self.session.delete(user)
+        await self.session.commit()

@@ -1,0 +1,330 @@
+"""Account pages: register, log in and out, the account page (password, sessions, API tokens,
+ShareX, deletion) and "My images". Plain forms that work without JavaScript."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, QueryParameter
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Redirect, Template
+
+from chitram.accounts.auth import Viewer, end_session, require_viewer, start_session
+from chitram.accounts.removal import delete_account
+from chitram.accounts.services import AccountService
+from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError
+from chitram.images.api import base_url, image_links
+from chitram.images.services import ImageService
+from chitram.limits import Limit, RateLimiter
+from chitram.proxies import client_ip
+
+MY_IMAGES_PAGE_SIZE = 24
+HOUR = 3600
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+class RegisterForm(msgspec.Struct):
+    email: str = ""
+    password: str = ""
+    password_confirm: str = ""
+
+
+class LoginForm(msgspec.Struct):
+    email: str = ""
+    password: str = ""
+    next: str = ""
+
+
+class PasswordForm(msgspec.Struct):
+    current_password: str = ""
+    new_password: str = ""
+    new_password_confirm: str = ""
+
+
+class TokenForm(msgspec.Struct):
+    name: str = ""
+
+
+class DeleteAccountForm(msgspec.Struct):
+    password: str = ""
+    images: str = ""  # "delete" or "keep": asked explicitly, no default
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect to somewhere else."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/me/images"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/me/images"
+    return target
+
+
+def _form_page(template: str, context: dict[str, Any], error: ChitramError | None = None) -> Template:
+    """Show a form again with what went wrong next to it (and the error's status and headers)."""
+    if error is None:
+        return Template(template_name=template, context=context)
+    return Template(
+        template_name=template,
+        context={**context, "error": error.detail},
+        status_code=error.status_code,
+        headers={"Cache-Control": "no-store", **error.headers},
+    )
+
+
+class AccountPages(Controller):
+    path = "/"
+    include_in_schema = False
+    request_class = HTMXRequest
+
+    # -- register, log in, log out ---------------------------------------------------
+
+    @get("/register")
+    async def register_page(self, request: Request[Any, Any, Any], viewer: NamedDependency[Viewer | None]) -> Template:
+        return Template(template_name="register.html", context=_register_context(request))
+
+    @post("/register", status_code=303)
+    async def register(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        data: Annotated[RegisterForm, Form],
+    ) -> Response[Any]:
+        context = {**_register_context(request), "email": data.email}
+        try:
+            if not request.app.state.settings.accounts.allow_registration:
+                raise ForbiddenError("this site does not take new accounts; ask its operator for one")
+            limit = Limit("registrations-ip", request.app.state.settings.limits.registrations_per_hour_per_ip, HOUR)
+            limiter: RateLimiter = request.app.state.limiter
+            await limiter.hit(limit, client_ip(request), message="too many accounts were created from this address")
+            if data.password != data.password_confirm:
+                raise InvalidRequestError("the two passwords differ; type the same password twice")
+            user = await account_service.register(data.email, data.password)
+        except ChitramError as error:
+            return _form_page("register.html", context, error)
+        response: Response[Any] = Redirect("/me/images", status_code=303)
+        await start_session(request, response, user)
+        return response
+
+    @get("/login")
+    async def login_page(
+        self,
+        request: Request[Any, Any, Any],
+        viewer: NamedDependency[Viewer | None],
+        next_path: Annotated[str | None, QueryParameter(query="next")] = None,
+    ) -> Template:
+        return Template(template_name="login.html", context=_login_context(request, next_path))
+
+    @post("/login", status_code=303)
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        data: Annotated[LoginForm, Form],
+    ) -> Response[Any]:
+        try:
+            user = await account_service.log_in(data.email, data.password, client_ip=client_ip(request))
+        except ChitramError as error:
+            context = {**_login_context(request, data.next), "email": data.email}
+            return _form_page("login.html", context, error)
+        response: Response[Any] = Redirect(safe_next(data.next), status_code=303)
+        await start_session(request, response, user)
+        return response
+
+    @post("/logout", status_code=303)
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        response: Response[Any] = Redirect("/", status_code=303)
+        await end_session(request, response)
+        return response
+
+    # -- the account page --------------------------------------------------------------
+
+    @get("/account")
+    async def account_page(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> Template:
+        viewer = await require_viewer(request)
+        return Template(template_name="account.html", context=await _account_context(request, account_service, viewer))
+
+    @post("/account/password", status_code=303)
+    async def change_password(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        data: Annotated[PasswordForm, Form],
+    ) -> Response[Any]:
+        viewer = await require_viewer(request)
+        try:
+            if data.new_password != data.new_password_confirm:
+                raise InvalidRequestError("the two new passwords differ; type the same password twice")
+            user = await account_service.change_password(viewer.id, data.current_password, data.new_password)
+        except ChitramError as error:
+            context = await _account_context(request, account_service, viewer)
+            return _form_page("account.html", {**context, "password_error": True}, error)
+        # Every other session ended with the new epoch; this browser stays logged in on a new one.
+        response: Response[Any] = Redirect("/account?changed=password", status_code=303)
+        await start_session(request, response, user)
+        return response
+
+    @post("/account/sessions/end", status_code=303)
+    async def end_all_sessions(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> Response[Any]:
+        viewer = await require_viewer(request)
+        await account_service.end_all_sessions(viewer.id)
+        response: Response[Any] = Redirect("/login", status_code=303)
+        await end_session(request, response)
+        return response
+
+    @post("/account/tokens", status_code=201)
+    async def create_token(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        data: Annotated[TokenForm, Form],
+    ) -> Template:
+        viewer = await require_viewer(request)
+        try:
+            created = await account_service.create_token(viewer.id, data.name)
+        except ChitramError as error:
+            context = await _account_context(request, account_service, viewer)
+            return _form_page("account.html", {**context, "token_error": True}, error)
+        context = {**await _account_context(request, account_service, viewer), "new_token": created}
+        # The page shows the token itself: no cache may keep it.
+        return Template(
+            template_name="account.html", context=context, status_code=201, headers={"Cache-Control": "no-store"}
+        )
+
+    @post("/account/tokens/{token_id:int}/revoke", status_code=303)
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService], token_id: FromPath[int]
+    ) -> Redirect:
+        viewer = await require_viewer(request)
+        await account_service.revoke_token(viewer.id, token_id)
+        return Redirect("/account?changed=token-revoked", status_code=303)
+
+    @post("/account/sharex", status_code=200)
+    async def sharex(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> Response[bytes]:
+        """A ShareX custom uploader for this account, with a token made for it (shown nowhere else)."""
+        viewer = await require_viewer(request)
+        base = base_url(request)
+        host = urlsplit(base).hostname or "chitram"
+        created = await account_service.create_token(viewer.id, f"ShareX ({datetime.now(UTC):%Y-%m-%d %H:%M})")
+        return Response(
+            content=sharex_uploader(base, created.secret, host).encode(),
+            media_type="application/json",
+            headers={
+                "Content-Disposition": f'attachment; filename="chitram-{host}.sxcu"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @post("/account/delete", status_code=200)
+    async def delete_account(
+        self,
+        request: Request[Any, Any, Any],
+        account_service: NamedDependency[AccountService],
+        image_service: NamedDependency[ImageService],
+        data: Annotated[DeleteAccountForm, Form],
+    ) -> Response[Any]:
+        viewer = await require_viewer(request)
+        try:
+            if data.images not in ("delete", "keep"):
+                raise InvalidRequestError("choose whether your images are deleted with the account or kept online")
+            user = await account_service.get_user(viewer.id)
+            if not await account_service.passwords.verify(user.password_hash, data.password):
+                await account_service.session.rollback()
+                raise ForbiddenError("the password is wrong; type it again to delete your account")
+        except ChitramError as error:
+            context = await _account_context(request, account_service, viewer)
+            return _form_page("account.html", {**context, "delete_error": True}, error)
+        await account_service.session.rollback()
+        deleted = await delete_account(account_service, image_service, viewer.id, delete_images=data.images == "delete")
+        response: Response[Any] = Template(
+            template_name="account_deleted.html", context={"deleted_images": deleted, "kept": data.images == "keep"}
+        )
+        await end_session(request, response)
+        return response
+
+    # -- my images ---------------------------------------------------------------------
+
+    @get("/me/images")
+    async def my_images(
+        self,
+        request: Request[Any, Any, Any],
+        image_service: NamedDependency[ImageService],
+        cursor: Annotated[str | None, QueryParameter(description="Where the previous page ended.")] = None,
+    ) -> Template:
+        viewer = await require_viewer(request)
+        images, next_cursor = await image_service.list_owned(viewer.id, limit=MY_IMAGES_PAGE_SIZE, cursor=cursor)
+        base = base_url(request)
+        items = [{"image": image, "links": image_links(image, base)} for image in images]
+        context = {"items": items, "next_cursor": next_cursor, "first_page": cursor is None}
+        return Template(template_name="my_images.html", context=context)
+
+    @post("/me/images/delete", status_code=303)
+    async def delete_my_images(
+        self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]
+    ) -> Redirect:
+        """Bulk delete: every checked image that this account may delete (others are not touched)."""
+        viewer = await require_viewer(request)
+        form = await request.form()
+        ids = [value for value in form.getall("ids") if isinstance(value, str)][: MY_IMAGES_PAGE_SIZE * 4]
+        if not ids:
+            raise InvalidRequestError("no image was selected; tick the images to delete first")
+        deleted = 0
+        for public_id in ids:
+            await image_service.delete_image(public_id=public_id, delete_token=None, viewer=viewer)
+            deleted += 1
+        return Redirect(f"/me/images?deleted={deleted}", status_code=303)
+
+
+def _register_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return {"allow_registration": request.app.state.settings.accounts.allow_registration}
+
+
+def _login_context(request: Request[Any, Any, Any], next_path: str | None) -> dict[str, Any]:
+    return {"next": safe_next(next_path), "allow_registration": request.app.state.settings.accounts.allow_registration}
+
+
+async def _account_context(
+    request: Request[Any, Any, Any], account_service: AccountService, viewer: Viewer
+) -> dict[str, Any]:
+    user = await account_service.get_user(viewer.id)
+    tokens = await account_service.list_tokens(viewer.id)
+    settings = request.app.state.settings
+    return {
+        "user": user,
+        "tokens": tokens,
+        "quota_bytes": settings.accounts.account_quota_bytes,
+        "changed": request.query_params.get("changed"),
+    }
+
+
+def sharex_uploader(base: str, token: str, host: str) -> str:
+    """ShareX's custom uploader format (.sxcu, version 14+): `{json:…}` reads our JSON answer."""
+    config = {
+        "Version": "14.0.0",
+        "Name": f"Chitram ({host})",
+        "DestinationType": "ImageUploader",
+        "RequestMethod": "POST",
+        "RequestURL": f"{base}/api/v1/images",
+        "Headers": {"Authorization": f"Bearer {token}"},
+        "Body": "MultipartFormData",
+        "Arguments": {"visibility": "unlisted"},
+        "FileFormName": "file",
+        "URL": "{json:url}",
+        "ThumbnailURL": "{json:thumbnail_url}",
+        "DeletionURL": "{json:delete_url}",
+        "ErrorMessage": "{json:detail}",
+    }
+    return json.dumps(config, indent=2)
