@@ -55,7 +55,7 @@ def _token_read(token: ApiToken) -> TokenRead:
 class MeController(Controller):
     path = "/api/v1/me"
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
-    security = BEARER  # noqa: RUF012
+    security = BEARER
 
     @get("/", summary="The account this token belongs to")
     async def me(
@@ -90,7 +90,7 @@ class MeController(Controller):
 class TokenController(Controller):
     path = "/api/v1/tokens"
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
-    security = BEARER  # noqa: RUF012
+    security = BEARER
 
     @get("/", summary="My API tokens (never the tokens themselves)")
     async def list_tokens(
