@@ -43,5 +43,6 @@ class ImageFactory(SQLAlchemyFactory[Image]):
     public_id = Use(new_public_id)
     visibility = Use(lambda: Visibility.PUBLIC.value)
     delete_token_hash = None
+    owner_id = None
     created_at = Use(_now)
     updated_at = Use(_now)

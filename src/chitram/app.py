@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # The embedded shape migrates its own data dir; production migrates as its own step.
             await anyio.to_thread.run_sync(upgrade_to_head, settings)
         await anyio.to_thread.run_sync(_clear_stale_uploads, settings.data_dir / "tmp")
+        await passwords.warm_up()
         try:
             async with anyio.create_task_group() as background:
                 if not await _prepare_storage(storage):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -278,3 +280,66 @@ def new_page(browser: Browser, server: RunningServer, page_errors: PageErrors) -
 def page(new_page: PageFactory) -> Page:
     """A 1280×800 page on the session server, JavaScript on."""
     return new_page()
+
+
+# --------------------------------------------------------------------------------------------
+# accounts (the server is shared by the package: every test makes accounts of its own)
+
+PASSWORD = "a long enough passphrase"
+
+
+def unique_email(prefix: str = "user") -> str:
+    """An address no other test uses (lower case, as the server keeps it)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    password: str
+
+
+def register(page: Page, *, email: str | None = None, password: str = PASSWORD) -> Account:
+    """Create an account through /register; ``page``'s context is then logged in as it, on My images."""
+    account = Account(email or unique_email(), password)
+    page.goto("/register")
+    page.fill("#email", account.email)
+    page.fill("#password", password)
+    page.fill("#password-confirm", password)
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/me/images$"))
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    return account
+
+
+def create_token(page: Page, name: str) -> str:
+    """Create an API token on /account (``page`` logged in); returns the token, shown only this once."""
+    page.goto("/account")
+    page.fill("#token-name", name)
+    page.get_by_role("button", name="Create token").click()
+    value = page.locator("#new-token-value")
+    expect(value).to_have_value(re.compile(r"^chi_"))
+    return value.input_value()
+
+
+def token_upload(
+    base_url: str, token: str, *, visibility: str = "unlisted", title: str | None = None
+) -> dict[str, Any]:
+    """Upload through the JSON API as the token's account; returns the created image."""
+    fields = {"visibility": visibility} | ({"title": title} if title is not None else {})
+    response = httpx.post(
+        f"{base_url}/api/v1/images",
+        files={"file": ("mine.png", png_bytes(), "image/png")},
+        data=fields,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+@pytest.fixture
+def account(page: Page) -> Account:
+    """A new account, registered through the form; ``page`` is logged in as it."""
+    return register(page)

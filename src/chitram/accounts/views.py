@@ -118,7 +118,7 @@ class AccountPages(Controller):
         self,
         request: Request[Any, Any, Any],
         viewer: NamedDependency[Viewer | None],
-        next_path: Annotated[str | None, QueryParameter(query="next")] = None,
+        next_path: Annotated[str | None, QueryParameter(name="next")] = None,
     ) -> Template:
         return Template(template_name="login.html", context=_login_context(request, next_path))
 
