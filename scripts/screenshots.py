@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import Page, sync_playwright
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support.server import clean_env, start_server, stop
+from tests.support.server import NO_UPLOAD_LIMITS, clean_env, start_server, stop
 
 OUT = Path("docs/screenshots")
 DEVICES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 360, "height": 740}}
@@ -104,7 +104,7 @@ def take_all(url: str, featured: str, sample: Path) -> None:
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        server = start_server(clean_env(), cwd=Path(folder))
+        server = start_server(clean_env(**NO_UPLOAD_LIMITS), cwd=Path(folder))
         try:
             featured = seed(server.url)
             sample = Path(folder) / "harbour.jpg"

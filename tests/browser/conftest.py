@@ -38,7 +38,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from tests.images.test_api import png_bytes as solid_png
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support.server import RunningServer, clean_env, start_server, stop
+from tests.support.server import NO_UPLOAD_LIMITS, RunningServer, clean_env, start_server, stop
 from tests.support.services import services_required
 
 DEFAULT_VIEWPORT = {"width": 1280, "height": 800}
@@ -161,7 +161,7 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str) -> RunningServer:
-    return start_server(clean_env(), cwd=tmp_path_factory.mktemp(name))
+    return start_server(clean_env(**NO_UPLOAD_LIMITS), cwd=tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="package")

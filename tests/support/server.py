@@ -35,6 +35,16 @@ class RunningServer:
     first_line: str
 
 
+# Browser tests and screenshots upload dozens of images from one address within seconds.
+NO_UPLOAD_LIMITS = {
+    "CHITRAM_UPLOADS_PER_HOUR_PER_IP": "0",
+    "CHITRAM_ANONYMOUS_UPLOADS_PER_HOUR_PER_IP": "0",
+    "CHITRAM_UPLOADS_PER_HOUR_PER_ACCOUNT": "0",
+    "CHITRAM_ANONYMOUS_BYTES_PER_DAY_PER_IP": "0",
+    "CHITRAM_REGISTRATIONS_PER_HOUR_PER_IP": "0",
+}
+
+
 def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningServer:
     port = free_port()
     process = subprocess.Popen(
