@@ -28,7 +28,7 @@ from chitram.accounts.auth import clear_dead_session_hook, load_viewer
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountService, LoginLimits
 from chitram.accounts.sessions import SessionStore
-from chitram.accounts.views import AccountPages
+from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
 from chitram.images.abuse import UploadGate, UploadPolicy
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TokenController,
             ImagePages,
             AccountPages,
+            AdminPages,
             HealthController,
             create_static_files_router(
                 path="/static",

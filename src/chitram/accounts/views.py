@@ -16,7 +16,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 
-from chitram.accounts.auth import Viewer, end_session, require_viewer, start_session
+from chitram.accounts.auth import Viewer, end_session, require_admin, require_viewer, start_session
 from chitram.accounts.removal import delete_account
 from chitram.accounts.services import AccountService
 from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError
@@ -286,6 +286,41 @@ class AccountPages(Controller):
             await image_service.delete_image(public_id=public_id, delete_token=None, viewer=viewer)
             deleted += 1
         return Redirect(f"/me/images?deleted={deleted}", status_code=303)
+
+
+class AdminPages(Controller):
+    """Moderation for administrators: see every account and disable or enable it."""
+
+    path = "/admin"
+    include_in_schema = False
+
+    @get("/users")
+    async def users(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> Template:
+        await require_admin(request)
+        rows = await account_service.list_users()
+        await account_service.end_read()
+        return Template(template_name="admin_users.html", context={"rows": rows})
+
+    @post("/users/{user_id:int}/disable", status_code=303)
+    async def disable(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService], user_id: FromPath[int]
+    ) -> Redirect:
+        """Sessions end and tokens stop working at once (both are checked on every request)."""
+        viewer = await require_admin(request)
+        if user_id == viewer.id:
+            raise ForbiddenError("you cannot disable your own account; ask another administrator")
+        await account_service.set_disabled(user_id, True)
+        return Redirect("/admin/users", status_code=303)
+
+    @post("/users/{user_id:int}/enable", status_code=303)
+    async def enable(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService], user_id: FromPath[int]
+    ) -> Redirect:
+        await require_admin(request)
+        await account_service.set_disabled(user_id, False)
+        return Redirect("/admin/users", status_code=303)
 
 
 def _register_context(request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -207,7 +207,7 @@ async def _require_tables(database: Database) -> None:
     missing = [table for table in REQUIRED_TABLES if table not in present]
     if missing:
         raise CommandError(
-            f"the database is not migrated (no {', '.join(missing)} table); run `chitram-admin db upgrade` first"
+            f"the database is not migrated (missing tables: {', '.join(missing)}); run `chitram-admin db upgrade` first"
         )
 
 
