@@ -1,8 +1,8 @@
 """Screenshots of the pages for README.md: `just screenshots` (needs /usr/bin/chromium).
 
 Starts a throwaway `chitram` on the embedded stack, fills it with generated landscapes, and saves
-the upload page, a result, the gallery and an image page in light and dark, desktop and phone,
-to docs/screenshots/.
+the upload page, a result, the gallery, an image page, "My images" and the account page in light
+and dark, desktop and phone, to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from tests.support.server import NO_UPLOAD_LIMITS, clean_env, start_server, stop
 
 OUT = Path("docs/screenshots")
 DEVICES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 360, "height": 740}}
+EMAIL = "ada@example.org"
+PASSWORD = "a long passphrase for screenshots"
 TITLES = ["Harbour at dawn", "Ridge line", "Evening over the valley", "Lakeside", "First snow", "Dunes"]
 
 
@@ -67,6 +69,35 @@ def seed(url: str) -> str:
     return featured
 
 
+def seed_account(url: str) -> None:
+    """An account with a few images of each visibility and an API token, made through the pages."""
+    with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as client:
+        form = client.get("/register").text
+        csrf = form.split('name="_csrf_token" value="', 1)[1].split('"', 1)[0]
+        fields = {"email": EMAIL, "password": PASSWORD, "password_confirm": PASSWORD, "_csrf_token": csrf}
+        client.post("/register", data=fields).raise_for_status()
+        account = client.get("/account").text
+        csrf = account.split('name="_csrf_token" value="', 1)[1].split('"', 1)[0]
+        created = client.post("/account/tokens", data={"name": "Laptop scripts", "_csrf_token": csrf})
+        token = created.text.split('id="new-token-value" type="text" readonly value="', 1)[1].split('"', 1)[0]
+        for index, visibility in enumerate(["public", "unlisted", "private", "public", "private", "unlisted"]):
+            client.post(
+                "/api/v1/images",
+                files={"file": (f"mine-{index}.jpg", landscape(100 + index), "image/jpeg")},
+                data={"title": TITLES[index], "visibility": visibility},
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
+        client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+
+
+def log_in(page: Page, url: str) -> None:
+    page.goto(url + "/login")
+    page.fill("#email", EMAIL)
+    page.fill("#password", PASSWORD)
+    page.click("form.stacked button[type=submit]")
+    page.wait_for_url(url + "/me/images")
+
+
 def shoot(page: Page, name: str, theme: str, device: str) -> None:
     path = OUT / f"{name}-{theme}-{device}.png"
     page.screenshot(path=str(path))
@@ -97,6 +128,11 @@ def take_all(url: str, featured: str, sample: Path) -> None:
                 page.goto(f"{url}/i/{featured}")
                 page.wait_for_load_state("networkidle")
                 shoot(page, "image", theme, device)
+                log_in(page, url)
+                page.wait_for_load_state("networkidle")
+                shoot(page, "my-images", theme, device)
+                page.goto(url + "/account")
+                shoot(page, "account", theme, device)
                 context.close()
         browser.close()
 
@@ -107,6 +143,7 @@ def main() -> int:
         server = start_server(clean_env(**NO_UPLOAD_LIMITS), cwd=Path(folder))
         try:
             featured = seed(server.url)
+            seed_account(server.url)
             sample = Path(folder) / "harbour.jpg"
             sample.write_bytes(landscape(99))
             take_all(server.url, featured, sample)

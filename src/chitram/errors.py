@@ -214,6 +214,9 @@ def _path_and_query(request: Request[Any, Any, Any]) -> str:
 
 
 def format_bytes(size: int) -> str:
+    gib = size / 1024**3
+    if gib >= 1:
+        return f"{gib:g} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
     mib = size / (1024 * 1024)
     if mib >= 1:
         return f"{mib:g} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
