@@ -12,8 +12,9 @@ async def delete_account(accounts: AccountService, images: ImageService, user_id
     Kept images stay online without an owner (links and delete tokens keep working); private
     ones are deleted either way, as nobody could ever see them again.
     """
-    await accounts.get_user(user_id)  # 404 before anything changes
-    await accounts.end_all_sessions(user_id)
+    # Disabled first: its sessions end and its tokens stop at once, so nothing can upload into
+    # the account while its images are deleted (and a crash half-way leaves it locked, not open).
+    await accounts.set_disabled(user_id, True)
     if delete_images:
         owned = await images.owned_ids(user_id)
         for public_id in owned:

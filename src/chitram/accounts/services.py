@@ -166,6 +166,7 @@ class AccountService:
 
         images = select(func.count(Image.id)).where(Image.owner_id == User.id).scalar_subquery()
         rows = (await self.session.execute(select(User, images).order_by(User.id))).all()
+        await self.end_read()
         return [(user, count) for user, count in rows]
 
     # -- passwords and sessions --------------------------------------------------------

@@ -300,7 +300,6 @@ class AdminPages(Controller):
     ) -> Template:
         await require_admin(request)
         rows = await account_service.list_users()
-        await account_service.end_read()
         return Template(template_name="admin_users.html", context={"rows": rows})
 
     @post("/users/{user_id:int}/disable", status_code=303)

@@ -168,7 +168,8 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[AccountServic
             images = ImageService(
                 session,
                 storage=storage,
-                # Only invalidated here (with Redis the app's replicas see the tombstones).
+                # Only invalidated here. With Redis the app sees the tombstones; without it the
+                # server's cache lives in its own memory and keeps stale entries until they expire.
                 cache=SafeCache(stores, ttl_seconds=settings.cache.cache_ttl_seconds),
                 processor=ImageProcessor(limits=ImageLimits(), concurrency=1),
             )
@@ -497,6 +498,13 @@ def user_delete(email: str, delete_images: bool, keep_images: bool, yes: bool) -
     deleted, kept = _run(_delete(settings, account.id, delete_images=delete_images))
     summary = f"deleted user {account.id} {account.email}; {deleted} image(s) deleted"
     click.echo(summary + (f", {kept} kept online without an owner" if not delete_images else ""))
+    if deleted and not settings.cache.redis_url:
+        # Without Redis a running server caches metadata in its own memory, out of this process's reach.
+        click.echo(
+            "note: a running `chitram` may still describe the deleted images (not serve them) for up to "
+            f"{settings.cache.cache_ttl_seconds} s; restart it to forget them at once",
+            err=True,
+        )
 
 
 def _deletion_question(account: Account, *, delete_images: bool) -> str:
