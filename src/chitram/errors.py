@@ -129,6 +129,7 @@ def problem_response(
                 "title": title,
                 "detail": detail,
                 "retry_after": headers.get("Retry-After"),
+                "problem_type": problem_type,
             },
             status_code=status,
             headers=headers,

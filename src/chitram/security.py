@@ -65,8 +65,8 @@ def csrf_config(secret_key: str, *, secure_cookie: bool) -> CSRFConfig:
         cookie_secure=secure_cookie,
         cookie_httponly=True,  # pages carry the token themselves; scripts never read the cookie
         cookie_samesite="lax",
-        # The JSON API is for scripts and tools with no cookies to ride on; accounts (and with them
-        # cookie-authenticated API calls) bring their own check.
+        # The JSON API believes bearer tokens only, never cookies (accounts/auth.py), so a forged
+        # cross-site request to it is anonymous: there is nothing for a CSRF token to protect.
         # Bytes, probes and static files change nothing and must not set a cookie (shared caches
         # skip responses that do).
         exclude=[

@@ -46,7 +46,7 @@ class ServerSettings(_Section):
     env: Environment = Environment.DEVELOPMENT
     """`development` (the default) or `production` (refuses unsafe values)."""
     secret_key: str = ""
-    """Secret for signed sessions and links. Required in production; generated into DATA_DIR in development."""
+    """Secret for CSRF tokens and signed image links. Required in production; generated into DATA_DIR in development."""
     public_url: str = ""
     """Base URL that links are built from, e.g. https://img.example.com. Empty: taken from each request."""
     data_dir: Path = Path("data")
@@ -60,6 +60,13 @@ class ServerSettings(_Section):
     trusted_proxies: str = ""
     """Addresses or networks of reverse proxies (e.g. Caddy), comma-separated, whose X-Forwarded-For is believed.
     Empty: the header is ignored."""
+
+    @model_validator(mode="after")
+    def _proxies_are_addresses(self) -> ServerSettings:
+        from chitram.proxies import parse_trusted_proxies  # raises with the bad entry named
+
+        parse_trusted_proxies(self.trusted_proxies)
+        return self
 
 
 class DatabaseSettings(_Section):

@@ -12,6 +12,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 
 from chitram.errors import format_bytes
 from chitram.images.sharing import human_size
+from chitram.limits import human_wait
 
 
 def configure_templates(engine: JinjaTemplateEngine, *, static_dir: Path) -> None:
@@ -19,6 +20,7 @@ def configure_templates(engine: JinjaTemplateEngine, *, static_dir: Path) -> Non
     engine.engine.filters["human_size"] = human_size
     engine.engine.filters["binary_size"] = format_bytes
     engine.engine.filters["human_time"] = human_time
+    engine.engine.filters["human_wait"] = human_wait
 
 
 def _static_url_factory(static_dir: Path) -> Callable[[str], str]:

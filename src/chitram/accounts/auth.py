@@ -42,9 +42,10 @@ async def load_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
     if _VIEWER in scope:
         viewer: Viewer | None = scope[_VIEWER]  # type: ignore[literal-required]
         return viewer
-    header = request.headers.get("authorization")
-    if header is not None:
-        viewer = await _viewer_from_token(request, header)
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        # Other schemes (Basic from a proxy's login in front of the site) are not ours to judge.
+        viewer = await _viewer_from_token(request, secret.strip())
     elif request.url.path.startswith("/api/"):
         viewer = None
     else:
@@ -58,10 +59,8 @@ def cached_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
     return cast("Viewer | None", request.scope.get(_VIEWER))
 
 
-async def _viewer_from_token(request: Request[Any, Any, Any], header: str) -> Viewer:
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret:
+async def _viewer_from_token(request: Request[Any, Any, Any], secret: str) -> Viewer:
+    if not secret:
         raise _token_problem("send the API token as 'Authorization: Bearer <token>'")
     async with request.app.state.database.sessions() as db:
         user = await _accounts(request, db).user_for_token(secret)
@@ -72,8 +71,11 @@ async def _viewer_from_token(request: Request[Any, Any, Any], header: str) -> Vi
     return Viewer(id=user.id, email=user.email, is_admin=user.is_admin, via="token")
 
 
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chitram"'}
+
+
 def _token_problem(detail: str) -> NotAuthenticatedError:
-    return NotAuthenticatedError(detail, headers={"WWW-Authenticate": 'Bearer realm="chitram"'})
+    return NotAuthenticatedError(detail, headers=BEARER_CHALLENGE)
 
 
 async def _viewer_from_session(request: Request[Any, Any, Any]) -> Viewer | None:
@@ -112,7 +114,7 @@ async def require_viewer(request: Request[Any, Any, Any]) -> Viewer:
         if request.url.path.startswith("/api/"):
             raise NotAuthenticatedError(
                 "this needs an API token: send 'Authorization: Bearer <token>' (create one on /account)",
-                headers={"WWW-Authenticate": 'Bearer realm="chitram"'},
+                headers=BEARER_CHALLENGE,
             )
         raise NotAuthenticatedError("log in to see this page")
     return viewer

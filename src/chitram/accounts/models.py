@@ -14,6 +14,9 @@ class User(IdentityAuditBase):
     """An account. `email_key` (the casefolded address) is what makes an address unique."""
 
     __tablename__ = "users"
+    # SQLite reuses the highest rowid after a delete unless told not to: a session or token of a
+    # deleted account must never fit a newer one (PostgreSQL identities never repeat).
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy reads it from the class
 
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True)

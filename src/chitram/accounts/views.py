@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 from chitram.accounts.auth import Viewer, end_session, require_admin, require_viewer, start_session
 from chitram.accounts.removal import delete_account
 from chitram.accounts.services import AccountService
-from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError
+from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, NotFoundError
 from chitram.images.api import base_url, image_links
 from chitram.images.services import ImageService
 from chitram.limits import Limit, RateLimiter
@@ -275,17 +275,23 @@ class AccountPages(Controller):
     async def delete_my_images(
         self, request: Request[Any, Any, Any], image_service: NamedDependency[ImageService]
     ) -> Redirect:
-        """Bulk delete: every checked image that this account may delete (others are not touched)."""
+        """Bulk delete: every checked image that this account may delete. One that is gone already
+        (deleted in another tab) or not its own is skipped; the rest are still deleted."""
         viewer = await require_viewer(request)
         form = await request.form()
         ids = [value for value in form.getall("ids") if isinstance(value, str)][: MY_IMAGES_PAGE_SIZE * 4]
         if not ids:
             raise InvalidRequestError("no image was selected; tick the images to delete first")
-        deleted = 0
+        deleted = skipped = 0
         for public_id in ids:
-            await image_service.delete_image(public_id=public_id, delete_token=None, viewer=viewer)
+            try:
+                await image_service.delete_image(public_id=public_id, delete_token=None, viewer=viewer)
+            except (NotFoundError, ForbiddenError):
+                skipped += 1
+                continue
             deleted += 1
-        return Redirect(f"/me/images?deleted={deleted}", status_code=303)
+        query = f"deleted={deleted}" + (f"&skipped={skipped}" if skipped else "")
+        return Redirect(f"/me/images?{query}", status_code=303)
 
 
 class AdminPages(Controller):

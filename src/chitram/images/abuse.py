@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from chitram.accounts.auth import Viewer
+from chitram.accounts.auth import BEARER_CHALLENGE, Viewer
 from chitram.errors import NotAuthenticatedError, format_bytes
 from chitram.limits import Limit, RateLimiter
 from chitram.settings import Settings
@@ -52,7 +52,8 @@ class UploadGate:
         policy = self.policy
         if viewer is None and not policy.allow_anonymous:
             raise NotAuthenticatedError(
-                "uploading needs an account on this site: log in, or send an API token as 'Authorization: Bearer …'"
+                "uploading needs an account on this site: log in, or send an API token as 'Authorization: Bearer …'",
+                headers=BEARER_CHALLENGE,
             )
         await self.limiter.hit(
             policy.per_ip, client_ip, message="this address has uploaded too many images in the last hour"

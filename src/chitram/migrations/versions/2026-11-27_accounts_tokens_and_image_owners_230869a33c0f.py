@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email_key", name=op.f("uq_users_email_key")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "api_tokens",
