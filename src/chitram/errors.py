@@ -221,6 +221,8 @@ def format_bytes(size: int) -> str:
     mib = size / (1024 * 1024)
     if mib >= 1:
         return f"{mib:g} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
+    if size < 1024:
+        return f"{size} bytes"
     return f"{size / 1024:.0f} KiB"
 
 

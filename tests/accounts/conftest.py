@@ -19,15 +19,20 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import chitram.app
 from chitram.accounts.models import ApiToken, User
+from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountService
 from chitram.accounts.sessions import SESSION_COOKIE
+from chitram.app import create_app
 from chitram.images.models import Image
+from chitram.settings import Settings
 from tests.images.test_api import png_bytes
 from tests.images.test_views import meta, tags
 
@@ -41,6 +46,21 @@ VISIBILITIES = ("public", "unlisted", "private")
 ACTORS = ("anonymous", "owner", "other", "disabled", "admin")
 
 _colours = itertools.count(1)
+# argon2id at its real cost (64 MiB, t=3) takes 50-100 ms per hash, more on a busy machine, and the
+# actors of every test log in. These tests are about who may do what, not about the hash: they run
+# the app with cheap parameters (same algorithm, same code paths).
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def create_test_app(settings: Settings) -> Litestar:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chitram.app, "Passwords", lambda: Passwords(FAST_HASHER))
+        return create_app(settings)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return create_test_app(settings)
 
 
 def unique_png(size: tuple[int, int] = (40, 30)) -> bytes:
@@ -208,10 +228,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def upload_as(
-    client: Client, token: str | None, *, visibility: str | None = None, data: bytes | None = None, **fields: str
+    client: Client,
+    token: str | None,
+    *,
+    visibility: str | None = None,
+    data: bytes | None = None,
+    fields: dict[str, str] | None = None,
 ) -> httpx.Response:
     """An API upload (multipart `file`), with the token if one is given."""
-    form = dict(fields) | ({"visibility": visibility} if visibility else {})
+    form = (fields or {}) | ({"visibility": visibility} if visibility else {})
     return await client.post(
         "/api/v1/images",
         files={"file": ("picture.png", data if data is not None else unique_png(), "image/png")},
@@ -273,12 +298,20 @@ class World:
     async def upload(self, visibility: str, *, title: str | None = None) -> dict[str, Any]:
         """A new image of the owner's, uploaded with the owner's token."""
         fields = {"title": title} if title else {}
-        response = await upload_as(self.tool, self["owner"].token, visibility=visibility, **fields)
+        response = await upload_as(self.tool, self["owner"].token, visibility=visibility, fields=fields)
         assert response.status_code == 201, response.text
         return dict(response.json())
 
     async def owner_sees(self, image_id: str) -> httpx.Response:
         return await self.api("owner", "GET", f"/api/v1/images/{image_id}")
+
+
+async def logged_in(client: Client, email: str, password: str = PASSWORD) -> Client:
+    """A new browser, logged in through the login page."""
+    browser = new_browser(client)
+    response = await log_in(browser, email, password)
+    assert response.status_code == 303, response.text
+    return browser
 
 
 async def make_actor(client: Client, name: str, user_id: int | None, email: str | None) -> Actor:
@@ -296,13 +329,9 @@ async def make_actor(client: Client, name: str, user_id: int | None, email: str 
 @pytest.fixture
 async def world(client: Client) -> World:
     emails = {name: f"{name}@example.com" for name in ACTORS if name != "anonymous"}
-    ids = await asyncio.gather(
-        *(create_user(client, email, admin=name == "admin") for name, email in emails.items())
-    )
+    ids = await asyncio.gather(*(create_user(client, email, admin=name == "admin") for name, email in emails.items()))
     user_ids: dict[str, int | None] = {"anonymous": None, **dict(zip(emails, ids, strict=True))}
-    actors = {
-        name: await make_actor(client, name, user_ids[name], emails.get(name)) for name in ACTORS
-    }
+    actors = {name: await make_actor(client, name, user_ids[name], emails.get(name)) for name in ACTORS}
     # Logged in, holding a token, and then disabled by an operator.
     disabled_id = user_ids["disabled"]
     assert disabled_id is not None

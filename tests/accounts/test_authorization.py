@@ -16,13 +16,15 @@ everyone but its owner and the administrators; the others get 403 where they cou
 
 from __future__ import annotations
 
-import re
+import difflib
+import json
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.accounts.conftest import ACTORS, HTML, VISIBILITIES, World
+from tests.accounts.conftest import ACTORS, HTML, VISIBILITIES, World, unique_png, upload_as
+from tests.images.test_views import tags
 
 Row = tuple[int, int, int]  # the status for the owner's public, unlisted and private image
 MISSING_ID = "Zz9-_missing"  # well-formed, and no image has it
@@ -33,8 +35,9 @@ BYTES_ACCEPT = {"accept": "image/avif,image/webp,*/*"}
 
 # -- read --------------------------------------------------------------------------------------
 
-# Pages with the browser's session cookie: /i/{id}, /i/{id}.png, /i/{id}/thumbnail.webp,
-# /i/{id}/preview.webp and /i/{id}/delete. A disabled account's session is anonymous.
+# Pages with the browser's session cookie: /i/{id}, /i/{id}/delete, and the bytes /i/{id}.png,
+# /i/{id}/thumbnail.webp, /i/{id}/preview.webp (in an <img>, and opened in a tab). A disabled
+# account's session is anonymous.
 READ_PAGES: dict[str, Row] = {
     #             public  unlisted  private
     "anonymous": (200,    200,      404),
@@ -121,12 +124,15 @@ DELETE_PAGE: dict[str, Row] = {
 }
 
 # POST /me/images/delete ids=… (the bulk form on "My images"): accounts only (401 "log in" first).
-DELETE_BULK: dict[str, Row] = {
-    "anonymous": (401,    401,      401),
-    "owner":     (303,    303,      303),
-    "other":     (403,    403,      404),
-    "disabled":  (401,    401,      401),
-    "admin":     (303,    303,      303),
+# It always answers 303 back to the list: images the account may delete are deleted, the others
+# skipped and counted — the same way whether they are someone else's, private, or gone.
+DELETED, SKIPPED = "deleted", "skipped"
+DELETE_BULK: dict[str, tuple[int | str, int | str, int | str]] = {
+    "anonymous": (401,     401,     401),
+    "owner":     (DELETED, DELETED, DELETED),
+    "other":     (SKIPPED, SKIPPED, SKIPPED),
+    "disabled":  (401,     401,     401),
+    "admin":     (DELETED, DELETED, DELETED),
 }
 
 # -- list: (status, which of the owner's images are shown) -------------------------------------
@@ -190,33 +196,36 @@ class Verdicts:
             self.wrong.append(f"{what}: {detail}")
 
     def assert_none(self) -> None:
-        assert not self.wrong, f"{len(self.wrong)} disagreements with the policy:\n" + "\n".join(self.wrong)
+        if self.wrong:
+            pytest.fail(f"{len(self.wrong)} disagreements with the policy:\n" + "\n".join(self.wrong), pytrace=False)
 
 
-def _normalised(response: httpx.Response, image_id: str) -> tuple[int, str, str, Any]:
-    """What a client can tell from a response, with the image id blanked out."""
+def _normalised(response: httpx.Response, image_id: str) -> list[str]:
+    """What a client can tell from a response, line by line, with the image id blanked out."""
     content_type = response.headers.get("content-type", "")
+    head = [f"status: {response.status_code}", f"content-type: {content_type}"]
+    head.append(f"cache-control: {response.headers.get('cache-control', '')}")
     if content_type.startswith("application/problem+json"):
-        body: Any = {key: str(value).replace(image_id, "ID") for key, value in response.json().items()}
+        body = json.dumps(response.json(), indent=1, sort_keys=True)
     else:
-        body = response.text.replace(image_id, "ID")
-    return response.status_code, content_type, response.headers.get("cache-control", ""), body
+        body = response.text
+    return head + body.replace(image_id, "ID").splitlines()
 
 
-async def same_as_missing(
-    verdicts: Verdicts, what: str, response: httpx.Response, image_id: str, again: Any
+def same_as_missing(
+    verdicts: Verdicts, what: str, response: httpx.Response, image_id: str, missing: httpx.Response
 ) -> None:
-    """A 404 for a private image must be indistinguishable from one for an id nobody has."""
-    missing = await again(MISSING_ID)
-    verdicts.check(
-        f"{what} differs from a missing id",
-        _normalised(response, image_id) == _normalised(missing, MISSING_ID),
-        f"{_normalised(response, image_id)} != {_normalised(missing, MISSING_ID)}",
-    )
+    """A 404 for a private image must be indistinguishable from one for an id nobody has (`missing`,
+    the same request with MISSING_ID)."""
+    seen, expected = _normalised(response, image_id), _normalised(missing, MISSING_ID)
+    if seen != expected:
+        diff = difflib.unified_diff(expected, seen, "missing id", "this image", lineterm="", n=1)
+        verdicts.check(f"{what} differs from a missing id's 404", False, "\n    ".join(["", *diff]))
 
 
 def _check_401(verdicts: Verdicts, what: str, response: httpx.Response) -> None:
-    verdicts.check(f"{what} 401 without WWW-Authenticate", response.headers.get("www-authenticate", "").startswith("Bearer"))
+    challenge = response.headers.get("www-authenticate", "")
+    verdicts.check(f"{what} 401 without a Bearer challenge", challenge.startswith("Bearer"), challenge)
     verdicts.check(
         f"{what} 401 is not a problem", response.headers.get("content-type", "").startswith("application/problem+json")
     )
@@ -253,18 +262,16 @@ async def test_read_through_pages(world: World) -> None:
             for path, headers in [
                 (f"/i/{image_id}", HTML),
                 (f"/i/{image_id}/delete", HTML),
-                *((path, BYTES_ACCEPT) for path in _byte_paths(image)),
+                *((path, BYTES_ACCEPT) for path in _byte_paths(image)),  # in an <img>
+                *((path, HTML) for path in _byte_paths(image)),  # opened in a tab
             ]:
-                what = f"{name} GET {path.replace(image_id, visibility)}"
+                what = f"{name} GET {path.replace(image_id, visibility)} ({headers['accept'].split(',')[0]})"
                 response = await actor.page("GET", path, headers=headers)
                 if not verdicts.status(what, response, expected):
                     continue
                 if expected == 404:
-
-                    async def again(other_id: str, path: str = path, headers: dict[str, str] = headers) -> Any:
-                        return await actor.page("GET", path.replace(image_id, other_id), headers=headers)
-
-                    await same_as_missing(verdicts, what, response, image_id, again)
+                    missing = await actor.page("GET", path.replace(image_id, MISSING_ID), headers=headers)
+                    same_as_missing(verdicts, what, response, image_id, missing)
                 elif path.endswith((".png", ".webp")):
                     _check_bytes_cache(verdicts, what, response, visibility)
                 elif visibility == "private":
@@ -288,11 +295,8 @@ async def test_read_through_the_api(world: World) -> None:
                 if not verdicts.status(what, response, status):
                     continue
                 if status == 404:
-
-                    async def again(other_id: str, path: str = path, name: str = name) -> Any:
-                        return await world.api(name, "GET", path.replace(image_id, other_id))
-
-                    await same_as_missing(verdicts, what, response, image_id, again)
+                    missing = await world.api(name, "GET", path.replace(image_id, MISSING_ID))
+                    same_as_missing(verdicts, what, response, image_id, missing)
                 elif status == 401:
                     _check_401(verdicts, what, response)
                 elif path.startswith("/api/"):
@@ -321,11 +325,9 @@ async def test_update_through_the_api(world: World) -> None:
             )
             verdicts.status(what, response, expected)
             if expected == 404:
-
-                async def again(other_id: str, name: str = name, headers: dict[str, str] = headers) -> Any:
-                    return await world.api(name, "PATCH", f"/api/v1/images/{other_id}", json={"title": "x"}, headers=headers)
-
-                await same_as_missing(verdicts, what, response, image["id"], again)
+                path = f"/api/v1/images/{MISSING_ID}"
+                missing = await world.api(name, "PATCH", path, json={"title": "x"}, headers=headers)
+                same_as_missing(verdicts, what, response, image["id"], missing)
             if expected == 401:
                 _check_401(verdicts, what, response)
             after = (await world.owner_sees(image["id"])).json()
@@ -355,11 +357,8 @@ async def test_update_through_pages(world: World) -> None:
             if verdicts.status(what, response, expected) and expected == 303:
                 verdicts.check(f"{what} redirect", response.headers["location"] == f"/i/{image['id']}")
             if expected == 404:
-
-                async def again(other_id: str, actor: Any = actor, visibility: str = visibility) -> Any:
-                    return await actor.form(f"/i/{other_id}/edit", {"title": "x", "visibility": visibility})
-
-                await same_as_missing(verdicts, what, response, image["id"], again)
+                missing = await actor.form(f"/i/{MISSING_ID}/edit", {"title": "x", "visibility": visibility})
+                same_as_missing(verdicts, what, response, image["id"], missing)
             after = (await world.owner_sees(image["id"])).json()
             wanted = title if expected == 303 else before
             verdicts.check(f"{what} title", after["title"] == wanted, f"{after['title']!r} != {wanted!r}")
@@ -394,11 +393,8 @@ async def test_delete_through_the_api(world: World) -> None:
             response = await world.api(name, "DELETE", f"/api/v1/images/{image['id']}", headers=headers)
             verdicts.status(what, response, expected)
             if expected == 404:
-
-                async def again(other_id: str, name: str = name, headers: dict[str, str] = headers) -> Any:
-                    return await world.api(name, "DELETE", f"/api/v1/images/{other_id}", headers=headers)
-
-                await same_as_missing(verdicts, what, response, image["id"], again)
+                missing = await world.api(name, "DELETE", f"/api/v1/images/{MISSING_ID}", headers=headers)
+                same_as_missing(verdicts, what, response, image["id"], missing)
             if expected == 401:
                 _check_401(verdicts, what, response)
             await _check_deleted(verdicts, world, what, image, deleted=expected == 204)
@@ -418,32 +414,36 @@ async def test_delete_through_the_image_page(world: World) -> None:
             if verdicts.status(what, response, expected) and expected == 200:
                 verdicts.check(f"{what} page", ">Image deleted</h1>" in response.text)
             if expected == 404:
-
-                async def again(other_id: str, actor: Any = actor, form: dict[str, str] = form) -> Any:
-                    return await actor.form(f"/i/{other_id}/delete", form)
-
-                await same_as_missing(verdicts, what, response, image["id"], again)
+                missing = await actor.form(f"/i/{MISSING_ID}/delete", form)
+                same_as_missing(verdicts, what, response, image["id"], missing)
             await _check_deleted(verdicts, world, what, image, deleted=expected == 200)
     verdicts.assert_none()
+
+
+BULK_LOCATIONS = {DELETED: "/me/images?deleted=1", SKIPPED: "/me/images?deleted=0&skipped=1"}
 
 
 async def test_delete_through_my_images(world: World) -> None:
     verdicts = Verdicts()
     for name in ACTORS:
         actor = world[name]
-        for visibility, expected in zip(VISIBILITIES, DELETE_BULK[name], strict=True):
+        for visibility, outcome in zip(VISIBILITIES, DELETE_BULK[name], strict=True):
             image = await world.upload(visibility)
             what = f"{name} POST /me/images/delete of {visibility}"
             response = await actor.form("/me/images/delete", {"ids": [image["id"]]})
-            if verdicts.status(what, response, expected) and expected == 303:
-                verdicts.check(f"{what} redirect", response.headers["location"] == "/me/images?deleted=1")
-            if expected == 404:
-
-                async def again(other_id: str, actor: Any = actor) -> Any:
-                    return await actor.form("/me/images/delete", {"ids": [other_id]})
-
-                await same_as_missing(verdicts, what, response, image["id"], again)
-            await _check_deleted(verdicts, world, what, image, deleted=expected == 303)
+            if isinstance(outcome, int):
+                verdicts.status(what, response, outcome)
+            elif verdicts.status(what, response, 303):
+                location = response.headers["location"]
+                verdicts.check(f"{what} redirect", location == BULK_LOCATIONS[outcome], location)
+            if outcome == SKIPPED:
+                missing = await actor.form("/me/images/delete", {"ids": [MISSING_ID]})
+                verdicts.check(
+                    f"{what} differs from a missing id",
+                    missing.headers.get("location") == response.headers.get("location"),
+                    f"{missing.headers.get('location')} != {response.headers.get('location')}",
+                )
+            await _check_deleted(verdicts, world, what, image, deleted=outcome == DELETED)
     verdicts.assert_none()
 
 
@@ -451,7 +451,7 @@ async def test_delete_through_my_images(world: World) -> None:
 
 
 def _shown(world: World, text: str) -> frozenset[str]:
-    return frozenset(v for v, image in world.images.items() if re.search(re.escape(image["id"]), text))
+    return frozenset(v for v, image in world.images.items() if image["id"] in text)
 
 
 @pytest.mark.parametrize("channel", ["pages", "api"])
@@ -476,3 +476,47 @@ async def test_lists(world: World, channel: str) -> None:
                 visible = _shown(world, response.text)
             verdicts.check(f"{what} shows", visible == shown, f"{sorted(visible)} != {sorted(shown)}")
     verdicts.assert_none()
+
+
+# -- private needs an account; bulk deletes ---------------------------------------------------------
+
+
+async def test_only_signed_in_uploaders_can_choose_private(world: World) -> None:
+    def private_offered(html: str) -> bool:
+        return bool(tags(html, "input", name="visibility", value="private"))
+
+    for name, offered in (("anonymous", False), ("disabled", False), ("owner", True)):
+        home = await world[name].page("GET", "/")
+        assert private_offered(home.text) is offered, name
+
+    files = {"file": ("photo.png", unique_png(), "image/png")}
+    for name, api_status, page_status in (("anonymous", 400, 400), ("disabled", 401, 400), ("other", 201, 201)):
+        actor = world[name]
+        through_api = await world.api(name, "POST", "/api/v1/images", files=files, data={"visibility": "private"})
+        assert through_api.status_code == api_status, (name, through_api.text)
+        through_page = await actor.page(
+            "POST", "/upload", files=files, data={"visibility": "private", "_csrf_token": actor.csrf}
+        )
+        assert through_page.status_code == page_status, (name, through_page.text)
+        if page_status == 400:
+            assert "signed-in" in through_page.text
+    # The page upload belongs to the session's account: it is on their list, private.
+    mine = (await world.api("other", "GET", "/api/v1/me/images")).json()["items"]
+    assert [item["visibility"] for item in mine] == ["private", "private"]
+
+
+async def test_a_bulk_delete_deletes_what_is_yours_and_skips_the_rest(world: World) -> None:
+    others_token = world["other"].token
+    assert others_token
+    own = await upload_as(world.tool, others_token, visibility="unlisted")
+    assert own.status_code == 201
+    own_id = own.json()["id"]
+    ticked = [own_id, world.images["public"]["id"], world.images["private"]["id"], MISSING_ID]
+    response = await world["other"].form("/me/images/delete", {"ids": ticked})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/me/images?deleted=1&skipped=3"
+    assert (await world.api("other", "GET", f"/api/v1/images/{own_id}")).status_code == 404
+    for visibility in ("public", "private"):
+        assert (await world.owner_sees(world.images[visibility]["id"])).status_code == 200, visibility
+    notice = await world["other"].page("GET", response.headers["location"])
+    assert "1 image(s) deleted. 3 could not be deleted" in notice.text

@@ -7,7 +7,7 @@ never touches the session store or the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
@@ -54,9 +54,10 @@ async def load_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
     return viewer
 
 
-def cached_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
-    """The viewer if this request has resolved it already (for error pages), else None."""
-    return cast("Viewer | None", request.scope.get(_VIEWER))
+def forget_viewer(request: Request[Any, Any, Any]) -> None:
+    """Answer the rest of this request as if nobody had been identified (see images.views)."""
+    request.scope.pop(_VIEWER, None)  # type: ignore[misc]
+    request.scope.pop(CLEAR_SESSION_COOKIE, None)  # type: ignore[misc]
 
 
 async def _viewer_from_token(request: Request[Any, Any, Any], secret: str) -> Viewer:

@@ -171,12 +171,29 @@ class AccountService:
 
     # -- passwords and sessions --------------------------------------------------------
 
-    async def change_password(self, user_id: int, current: str, new: str) -> User:
+    async def confirm_password(self, user: User, password: str, *, client_ip: str) -> None:
+        """Re-check a logged-in user's password before a grave change. Throttled like logging in,
+        so a stolen session cannot be used to guess the password."""
+        counters = self._login_counters(user.email_key, client_ip)
+        for limit, counter_key in counters:
+            wait = await self.limiter.blocked_for(limit, counter_key)
+            if wait is not None:
+                raise RateLimitedError(
+                    f"too many wrong passwords; try again in {human_wait(wait)}", headers={"Retry-After": str(wait)}
+                )
+        if not await self.passwords.verify(user.password_hash, password[:MAX_PASSWORD_LENGTH]):
+            for limit, counter_key in counters:
+                await self.limiter.count(limit, counter_key)
+            raise ForbiddenError("the current password is wrong; type it again")
+
+    async def change_password(self, user_id: int, current: str, new: str, *, client_ip: str) -> User:
         """Set a new password and end every session (the caller starts a fresh one)."""
         user = await self.get_user(user_id)
-        if not await self.passwords.verify(user.password_hash, current[:MAX_PASSWORD_LENGTH]):
+        try:
+            await self.confirm_password(user, current, client_ip=client_ip)
+        except BaseException:
             await self.session.rollback()
-            raise ForbiddenError("the current password is wrong; type it again")
+            raise
         user.password_hash = await self.passwords.hash(check_new_password(new))
         user.session_epoch += 1
         await self.session.commit()

@@ -164,7 +164,9 @@ class AccountPages(Controller):
         try:
             if data.new_password != data.new_password_confirm:
                 raise InvalidRequestError("the two new passwords differ; type the same password twice")
-            user = await account_service.change_password(viewer.id, data.current_password, data.new_password)
+            user = await account_service.change_password(
+                viewer.id, data.current_password, data.new_password, client_ip=client_ip(request)
+            )
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
             return _form_page("account.html", {**context, "password_error": True}, error)
@@ -241,9 +243,7 @@ class AccountPages(Controller):
             if data.images not in ("delete", "keep"):
                 raise InvalidRequestError("choose whether your images are deleted with the account or kept online")
             user = await account_service.get_user(viewer.id)
-            if not await account_service.passwords.verify(user.password_hash, data.password):
-                await account_service.session.rollback()
-                raise ForbiddenError("the password is wrong; type it again to delete your account")
+            await account_service.confirm_password(user, data.password, client_ip=client_ip(request))
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
             return _form_page("account.html", {**context, "delete_error": True}, error)

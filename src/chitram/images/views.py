@@ -13,7 +13,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
-from chitram.accounts.auth import Viewer, load_viewer
+from chitram.accounts.auth import Viewer, forget_viewer, load_viewer
 from chitram.errors import ForbiddenError, GoneError, NotAuthenticatedError, NotFoundError
 from chitram.images.access import LinkSigner, can_manage, can_view
 from chitram.images.api import base_url, image_links, receive_upload, signed_urls
@@ -85,6 +85,8 @@ async def bytes_cache_policy(request: Request[Any, Any, Any], image: CachedImage
         return "private, no-cache"
     if left is not None:
         raise GoneError("this link has expired; ask the image's owner for a new one")
+    # Bytes of a missing id are answered without asking who is there; so are these.
+    forget_viewer(request)
     raise image_not_found(image.public_id)
 
 
@@ -188,9 +190,10 @@ class ImagePages(Controller):
     ) -> Response[Any]:
         """`/i/ID` is the image's page; `/i/ID.ext` is its original bytes."""
         public_id, dot, extension = name.partition(".")
-        image = await image_service.get_image(public_id)
         if not dot:
+            # Who is asking is settled first, so "private" and "no such id" give the same page.
             viewer = await load_viewer(request)
+            image = await image_service.get_image(public_id)
             if not can_view(image, viewer):
                 raise image_not_found(public_id)
             view = _view(image, base_url(request))
@@ -205,6 +208,7 @@ class ImagePages(Controller):
             # A private page must not be kept by anything between the owner and us.
             headers = {"Cache-Control": "no-store"} if image.visibility is Visibility.PRIVATE else None
             return Template(template_name="image.html", context=context, headers=headers)
+        image = await image_service.get_image(public_id)
         cache_control = await bytes_cache_policy(request, image)
         if extension.lower() != image.extension:
             raise NotFoundError(f"this image is a {image.extension.upper()}; its address ends in .{image.extension}")
@@ -292,7 +296,7 @@ class ImagePages(Controller):
             title=data.title,
             visibility=parse_visibility(data.visibility),
         )
-        return Redirect(f"/i/{public_id}")
+        return Redirect(f"/i/{public_id}", status_code=303)
 
     @post("/i/{public_id:str}/link", status_code=200)
     async def private_link(
