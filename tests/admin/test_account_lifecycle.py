@@ -69,3 +69,20 @@ async def test_bulk_delete_skips_what_is_gone_and_deletes_the_rest(app: Litestar
 def test_a_wrong_trusted_proxy_setting_stops_the_start(value: str) -> None:
     with pytest.raises(ValidationError, match="CHITRAM_TRUSTED_PROXIES"):
         ServerSettings(trusted_proxies=value)
+
+
+async def test_a_stolen_session_cannot_guess_the_password_on_the_account_page(app: Litestar, client: Client) -> None:
+    """Re-typing the password (to change it or delete the account) is throttled like logging in."""
+    await make_user(app, "victim@example.org")
+    await log_in(client, "victim@example.org")
+    token = await csrf_token(client)
+    guesses = {"current_password": "guess", "new_password": "x" * 12, "new_password_confirm": "x" * 12}
+    for _ in range(5):  # CHITRAM_LOGIN_FAILURES_PER_ACCOUNT_AND_IP
+        wrong = await client.post("/account/password", data={**guesses, "_csrf_token": token}, headers=HTML)
+        assert wrong.status_code == 403
+    blocked = await client.post(
+        "/account/delete", data={"images": "keep", "password": PASSWORD, "_csrf_token": token}, headers=HTML
+    )
+    assert blocked.status_code == 429, "the right password was checked while guessing was blocked"
+    assert int(blocked.headers["retry-after"]) > 0
+    assert (await client.get("/account", headers=HTML)).status_code == 200  # nothing was deleted
