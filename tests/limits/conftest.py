@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -41,15 +41,16 @@ NO_UPLOAD_LIMITS: dict[str, int] = {
 
 def configure(
     settings: Settings,
+    limits: Mapping[str, int] | None = None,
     *,
     accounts: AccountSettings | None = None,
     server: ServerSettings | None = None,
-    **limits: Any,
 ) -> Settings:
     """The stack's settings with these limits (the rest at their defaults) and sections."""
+    values: dict[str, Any] = dict(limits or {})
     return dataclasses.replace(
         settings,
-        limits=LimitSettings(**limits),
+        limits=LimitSettings(**values),
         accounts=accounts or settings.accounts,
         server=server or settings.server,
     )
@@ -65,7 +66,8 @@ class Site:
 
     async def client(self, ip: str) -> httpx.AsyncClient:
         if ip not in self._clients:
-            transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
+            # httpx types the app with plain dicts, Litestar with TypedDicts: the same ASGI interface.
+            transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))  # type: ignore[arg-type]
             http = httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60)
             self._clients[ip] = await self._stack.enter_async_context(http)
         return self._clients[ip]

@@ -26,7 +26,7 @@ A, B, C, D = "203.0.113.1", "203.0.113.2", "198.51.100.3", "2001:db8::4"
 
 
 async def test_the_address_limit_counts_every_upload_with_or_without_an_account(settings: Settings) -> None:
-    async with running(configure(settings, **{**NO_UPLOAD_LIMITS, "uploads_per_hour_per_ip": 3})) as site:
+    async with running(configure(settings, {**NO_UPLOAD_LIMITS, "uploads_per_hour_per_ip": 3})) as site:
         token = await site.new_token("owner@example.com")
         a, b = await site.client(A), await site.client(B)
         assert_created(await upload(a, png(1)))
@@ -43,7 +43,7 @@ async def test_the_address_limit_counts_every_upload_with_or_without_an_account(
 
 async def test_uploads_without_an_account_have_a_stricter_limit(settings: Settings) -> None:
     limits = {**NO_UPLOAD_LIMITS, "uploads_per_hour_per_ip": 5, "anonymous_uploads_per_hour_per_ip": 2}
-    async with running(configure(settings, **limits)) as site:
+    async with running(configure(settings, limits)) as site:
         token = await site.new_token("member@example.com")
         a = await site.client(A)
         assert_created(await upload(a, png(1)))
@@ -59,7 +59,7 @@ async def test_uploads_without_an_account_have_a_stricter_limit(settings: Settin
 
 
 async def test_the_account_limit_follows_the_account_across_addresses(settings: Settings) -> None:
-    async with running(configure(settings, **{**NO_UPLOAD_LIMITS, "uploads_per_hour_per_account": 3})) as site:
+    async with running(configure(settings, {**NO_UPLOAD_LIMITS, "uploads_per_hour_per_account": 3})) as site:
         busy = await site.new_token("busy@example.com")
         other = await site.new_token("other@example.com")
         for seed, ip in enumerate((A, B, C), start=1):
@@ -79,7 +79,7 @@ async def test_anonymous_bytes_are_budgeted_per_address_and_day(settings: Settin
     budget = len(first) + len(second) + len(third) - 1
     assert len(tiny) < len(third) - 1
     limits = {**NO_UPLOAD_LIMITS, "anonymous_bytes_per_day_per_ip": budget}
-    async with running(configure(settings, **limits)) as site:
+    async with running(configure(settings, limits)) as site:
         a = await site.client(A)
         assert_created(await upload(a, first))
         assert_created(await upload(a, second))
@@ -101,7 +101,7 @@ async def test_a_failed_upload_gives_its_bytes_back(settings: Settings) -> None:
     budget = len(first) + len(second) + 10
     corrupt = b"this is no image at all. " * (budget // 25)
     assert len(first) < len(corrupt) <= budget
-    async with running(configure(settings, **{**NO_UPLOAD_LIMITS, "anonymous_bytes_per_day_per_ip": budget})) as site:
+    async with running(configure(settings, {**NO_UPLOAD_LIMITS, "anonymous_bytes_per_day_per_ip": budget})) as site:
         a = await site.client(A)
         rejected = await upload(a, corrupt)
         assert rejected.status_code in (400, 415, 422), rejected.text
@@ -115,7 +115,7 @@ async def test_a_failed_upload_gives_its_bytes_back(settings: Settings) -> None:
 
 
 async def test_a_limit_of_zero_means_no_limit(settings: Settings) -> None:
-    async with running(configure(settings, **NO_UPLOAD_LIMITS)) as site:
+    async with running(configure(settings, NO_UPLOAD_LIMITS)) as site:
         token = await site.new_token("member@example.com")
         a = await site.client(A)
         for seed in range(8):
@@ -124,7 +124,7 @@ async def test_a_limit_of_zero_means_no_limit(settings: Settings) -> None:
             assert_created(await upload(a, png(seed, (48, 48)), token=token))
         await site.assert_holds_exactly(12)
     # the same uploads against a limit of 1 show that the counters were there to be skipped
-    async with running(configure(settings, **{**NO_UPLOAD_LIMITS, "uploads_per_hour_per_ip": 1})) as site:
+    async with running(configure(settings, {**NO_UPLOAD_LIMITS, "uploads_per_hour_per_ip": 1})) as site:
         a = await site.client(A)
         assert (await upload(a, png(100))).status_code == 201
         assert (await upload(a, png(101))).status_code == 429
@@ -139,6 +139,7 @@ async def test_without_anonymous_uploads_only_accounts_may_upload(settings: Sett
         assert refused.headers["content-type"].startswith("application/problem+json")
         detail = refused.json()["detail"]
         assert "log in" in detail and "API token" in detail and "Authorization: Bearer" in detail
+        assert refused.headers["www-authenticate"].lower().startswith("bearer")
         # the upload form's target says the same to a script
         by_form = await a.post(
             "/upload", files={"file": ("p.png", png(2), "image/png")}, headers={**HTML, "hx-request": "true"}

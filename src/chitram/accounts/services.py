@@ -21,9 +21,8 @@ from chitram.errors import (
     InvalidRequestError,
     NotAuthenticatedError,
     NotFoundError,
-    RateLimitedError,
 )
-from chitram.limits import Limit, RateLimiter, human_wait
+from chitram.limits import Limit, RateLimiter
 from chitram.settings import LimitSettings
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321's path limit, minus the angle brackets
@@ -109,34 +108,39 @@ class AccountService:
     async def log_in(self, email: str, password: str, *, client_ip: str) -> User:
         """The user whose password this is, or a 401 that says nothing about which part was wrong.
 
-        Throttled: wrong passwords are counted per account and address, per address and per
-        account; while any counter is full, no password is even checked.
+        Throttled: attempts are counted per account and address, per address and per account
+        before the password is checked, so a burst sent at once gets no more guesses than the
+        limit; once any counter is full, no password is checked at all. A success takes its
+        attempt back (and clears the account-and-address counter): only failures add up.
         """
         key = email_key(email)[:MAX_EMAIL_LENGTH]
         counters = self._login_counters(key, client_ip)
-        for limit, counter_key in counters:
-            wait = await self.limiter.blocked_for(limit, counter_key)
-            if wait is not None:
-                raise RateLimitedError(
-                    f"too many failed logins; try again in {human_wait(wait)}", headers={"Retry-After": str(wait)}
-                )
+        await self._take_attempt(counters)
         user = (await self.session.scalars(select(User).where(User.email_key == key))).one_or_none()
         password = password[:MAX_PASSWORD_LENGTH]
         valid = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not valid:
             await self.session.rollback()
-            for limit, counter_key in counters:
-                await self.limiter.count(limit, counter_key)
             raise NotAuthenticatedError("the email address or the password is wrong; check both and try again")
         if user.is_disabled:
             await self.session.rollback()
             raise ForbiddenError("this account is disabled; ask the operator of this site")
-        await self.limiter.reset(self.login_limits.per_account_and_ip, counters[0][1])
+        await self._give_back_attempt(counters)
         user.last_login_at = datetime.now(UTC)
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
         await self.session.commit()
         return user
+
+    async def _take_attempt(self, counters: list[tuple[Limit, str]]) -> None:
+        for limit, counter_key in counters:
+            await self.limiter.hit(limit, counter_key, message="too many failed logins")
+
+    async def _give_back_attempt(self, counters: list[tuple[Limit, str]]) -> None:
+        (pair, pair_key), *others = counters
+        await self.limiter.reset(pair, pair_key)
+        for limit, counter_key in others:
+            await self.limiter.refund(limit, counter_key, 1)
 
     def _login_counters(self, key: str, client_ip: str) -> list[tuple[Limit, str]]:
         limits = self.login_limits
@@ -175,16 +179,10 @@ class AccountService:
         """Re-check a logged-in user's password before a grave change. Throttled like logging in,
         so a stolen session cannot be used to guess the password."""
         counters = self._login_counters(user.email_key, client_ip)
-        for limit, counter_key in counters:
-            wait = await self.limiter.blocked_for(limit, counter_key)
-            if wait is not None:
-                raise RateLimitedError(
-                    f"too many wrong passwords; try again in {human_wait(wait)}", headers={"Retry-After": str(wait)}
-                )
+        await self._take_attempt(counters)
         if not await self.passwords.verify(user.password_hash, password[:MAX_PASSWORD_LENGTH]):
-            for limit, counter_key in counters:
-                await self.limiter.count(limit, counter_key)
             raise ForbiddenError("the current password is wrong; type it again")
+        await self._give_back_attempt(counters)
 
     async def change_password(self, user_id: int, current: str, new: str, *, client_ip: str) -> User:
         """Set a new password and end every session (the caller starts a fresh one)."""

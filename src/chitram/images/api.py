@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from chitram.accounts.auth import Viewer, require_viewer
-from chitram.errors import ForbiddenError, InvalidRequestError
+from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError
 from chitram.images.abuse import UploadGate
 from chitram.images.access import MAX_LINK_SECONDS, MIN_LINK_SECONDS, LinkSigner, can_manage
 from chitram.images.models import Visibility
@@ -84,7 +85,11 @@ async def receive_upload(
     settings: Settings = request.app.state.settings
     gate: UploadGate = request.app.state.upload_gate
     address = client_ip(request)
-    await gate.admit(viewer, address)
+    try:
+        await gate.admit(viewer, address)
+    except ChitramError:
+        await drain_body(request)
+        raise
     async with read_upload_form(
         request, max_file_bytes=settings.upload.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
     ) as form:
@@ -102,6 +107,14 @@ async def receive_upload(
                 quota_bytes=gate.policy.quota_bytes,
                 size=form.file.size,
             )
+
+
+async def drain_body(request: Request[Any, Any, Any]) -> None:
+    """Read and drop a body we refuse before reading it. Answering with the body unread makes the
+    server reset the connection, and the client would see a network error instead of our 429."""
+    with contextlib.suppress(Exception):  # too large, client gone: nothing more to save
+        async for _chunk in request.stream():
+            pass
 
 
 @dataclass
