@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -56,28 +56,12 @@ def xff(address: str) -> dict[str, str]:
 
 
 async def post(http: httpx.AsyncClient, seed: int, headers: dict[str, str] | None = None) -> httpx.Response:
-    """An upload, sent again if the connection is cut instead of answered.
-
-    The app refuses uploads before it reads their body, and the server then often resets the
-    connection, losing the 429 (test_a_refused_upload_is_answered_not_cut_off shows it). Only a
-    refusal is cut off like that (an accepted upload has been read), and a refused upload sent
-    again is refused again (its counter is over the limit for the rest of the hour), so sending
-    it again changes none of the counts the tests here are about.
-    """
-    return await answered(lambda: http.post("/api/v1/images", files=upload_file(png(seed)), headers=headers or {}))
+    """One upload, sent once: a refusal must arrive as an answer, never as a reset connection."""
+    return await http.post("/api/v1/images", files=upload_file(png(seed)), headers=headers or {})
 
 
 def upload_file(data: bytes) -> dict[str, tuple[str, bytes, str]]:
     return {"file": ("picture.png", data, "image/png")}
-
-
-async def answered(send: Callable[[], Awaitable[httpx.Response]], attempts: int = 8) -> httpx.Response:
-    for _ in range(attempts - 1):
-        try:
-            return await send()
-        except httpx.TransportError:
-            continue
-    return await send()
 
 
 # -- trusted proxies -------------------------------------------------------------------
