@@ -42,7 +42,7 @@ from chitram.proxies import trusted_proxy_middleware
 from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
-from chitram.stores import SafeCache, create_stores
+from chitram.stores import SafeCache, Stores, create_stores
 from chitram.system.health import HealthChecker, HealthController
 from chitram.templating import configure_templates
 
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 STORAGE_RETRY_SECONDS = 5
 STALE_UPLOAD_SECONDS = 3600
 STATIC_MAX_AGE = 365 * 24 * 3600
+MEMORY_SWEEP_SECONDS = 600
 
 
 def frontend_dir() -> Path:
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with anyio.create_task_group() as background:
                 if not await _prepare_storage(storage):
                     background.start_soon(_keep_preparing_storage, storage)
+                if stores.redis is None:
+                    background.start_soon(_sweep_memory_store, stores)
                 try:
                     yield
                 finally:
@@ -216,6 +219,14 @@ async def _keep_preparing_storage(storage: ObjectStorage) -> None:
             continue
         logger.info("storage answers again and is ready")
         return
+
+
+async def _sweep_memory_store(stores: Stores) -> None:
+    """The memory store forgets an expired entry only when it is read again; sessions that are
+    never used again (a login whose cookie was thrown away) would pile up for 30 days."""
+    while True:
+        await anyio.sleep(MEMORY_SWEEP_SECONDS)
+        await stores.memory.delete_expired()
 
 
 def _clear_stale_uploads(folder: Path) -> None:

@@ -97,13 +97,16 @@ class SafeCache:
         except Exception:
             logger.warning("cache write failed for %s", key, exc_info=True)
 
-    async def invalidate(self, key: str) -> None:
+    async def invalidate(self, key: str) -> bool:
+        """Leave a tombstone; False when the store failed (the caller decides whether that matters)."""
         try:
             if self._redis is not None:
                 await self._redis.set(CACHE_KEY_PREFIX + key, TOMBSTONE, ex=TOMBSTONE_SECONDS)
-                return
+                return True
             async with self._add_lock:
                 await self._memory.set(key, TOMBSTONE, expires_in=TOMBSTONE_SECONDS)
         except Exception:
             # A stale entry would outlive the change; it expires after the TTL at the latest.
             logger.error("cache invalidation failed for %s", key, exc_info=True)
+            return False
+        return True

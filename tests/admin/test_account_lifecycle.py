@@ -8,9 +8,14 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from pydantic import ValidationError
 
+from chitram.accounts.services import AccountService
+from chitram.errors import ForbiddenError
+from chitram.images.models import Visibility
+from chitram.images.services import ImageService
 from chitram.settings import ServerSettings
 from tests.admin.test_admin_pages import PASSWORD, log_in, make_token, make_user
 from tests.images.test_api import png_bytes
+from tests.images.test_services import own_sessions
 from tests.images.test_views import HTML, csrf_token
 
 Client = AsyncTestClient[Litestar]
@@ -86,3 +91,114 @@ async def test_a_stolen_session_cannot_guess_the_password_on_the_account_page(ap
     assert blocked.status_code == 429, "the right password was checked while guessing was blocked"
     assert int(blocked.headers["retry-after"]) > 0
     assert (await client.get("/account", headers=HTML)).status_code == 200  # nothing was deleted
+
+
+async def private_upload(app: Litestar, client: Client, email: str) -> tuple[str, dict[str, str]]:
+    owner_id = await make_user(app, email)
+    bearer = {"Authorization": f"Bearer {await make_token(app, owner_id)}"}
+    response = await client.post(
+        "/api/v1/images",
+        files={"file": ("a.png", png_bytes(), "image/png")},
+        data={"visibility": "private"},
+        headers=bearer,
+    )
+    assert response.status_code == 201
+    return response.json()["id"], bearer
+
+
+async def test_an_edit_without_a_visibility_field_keeps_the_image_private(app: Litestar, client: Client) -> None:
+    image_id, bearer = await private_upload(app, client, "owner@example.org")
+    await log_in(client, "owner@example.org")
+    token = await csrf_token(client)
+    edited = await client.post(f"/i/{image_id}/edit", data={"title": "Renamed", "_csrf_token": token}, headers=HTML)
+    assert edited.status_code == 200
+    described = (await client.get(f"/api/v1/images/{image_id}", headers=bearer)).json()
+    assert described["visibility"] == "private" and described["title"] == "Renamed"
+    client.cookies = httpx.Cookies()
+    assert (await client.get(f"/i/{image_id}.png")).status_code == 404
+
+
+async def test_a_bad_token_cannot_tell_a_private_image_from_a_missing_one(app: Litestar, client: Client) -> None:
+    image_id, _ = await private_upload(app, client, "owner@example.org")
+    bad = {"Authorization": "Bearer chi_not-a-token"}
+    for path in (f"/i/{image_id}.png", f"/i/{image_id}/thumbnail.webp", f"/i/{image_id}/preview.webp"):
+        private = await client.get(path, headers=bad)
+        missing = await client.get(path.replace(image_id, "AAAAAAAAAAAA"), headers=bad)
+        assert private.status_code == missing.status_code == 404
+        assert private.json()["detail"].replace(image_id, "") == missing.json()["detail"].replace("AAAAAAAAAAAA", "")
+
+
+@pytest.mark.parametrize("expires", ["²", "¹²³", "0999999999", "-1", "9" * 13])
+async def test_odd_expiry_values_are_a_missing_image_not_a_crash(app: Litestar, client: Client, expires: str) -> None:
+    image_id, _ = await private_upload(app, client, "owner@example.org")
+    response = await client.get(f"/i/{image_id}/preview.webp", params={"expires": expires, "signature": "x"})
+    assert response.status_code == 404
+
+
+async def test_ids_beyond_the_database_range_are_not_found(app: Litestar, client: Client) -> None:
+    owner_id = await make_user(app, "owner@example.org")
+    bearer = {"Authorization": f"Bearer {await make_token(app, owner_id)}"}
+    response = await client.delete(f"/api/v1/tokens/{2**63}", headers=bearer)
+    assert response.status_code == 404, response.text
+    await log_in(client, "owner@example.org")
+    token = await csrf_token(client)
+    revoke = await client.post(f"/account/tokens/{10**30}/revoke", data={"_csrf_token": token}, headers=HTML)
+    assert revoke.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["ß" * 200 + "123@ex.com", "nul\x00byte@example.org", "tab\tin@example.org"],
+    ids=["casefolds-too-long", "nul", "control"],
+)
+async def test_emails_no_account_could_use_are_refused_at_registration(
+    app: Litestar, client: Client, email: str
+) -> None:
+    token = await csrf_token(client)
+    fields = {"email": email, "password": PASSWORD, "password_confirm": PASSWORD, "_csrf_token": token}
+    response = await client.post("/register", data=fields, headers=HTML, follow_redirects=False)
+    assert response.status_code == 400, response.text
+    login = await client.post("/login", data={"email": email, "password": PASSWORD, "_csrf_token": token}, headers=HTML)
+    assert login.status_code == 401
+
+
+async def test_a_disabled_account_takes_no_more_uploads(app: Litestar, client: Client) -> None:
+    """An upload let in just before its account was disabled (or is being deleted) is refused
+    when it is about to be counted, and leaves nothing behind."""
+    owner_id = await make_user(app, "owner@example.org")
+    async with own_sessions(app) as db:
+        images = ImageService(db, storage=app.state.storage, cache=app.state.cache, processor=app.state.processor)
+        accounts: AccountService = app.state.account_service_factory(db)
+        await accounts.set_disabled(owner_id, True)
+        source = app.state.settings.data_dir / "late.png"
+        source.write_bytes(png_bytes())
+        with pytest.raises(ForbiddenError):
+            await images.upload_image(
+                source=source, filename="late.png", title=None, visibility=Visibility.PRIVATE, owner_id=owner_id
+            )
+        assert await images.owned_ids(owner_id) == []
+
+
+async def test_making_an_image_private_needs_the_cache_cleared(
+    app: Litestar, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the cached (public) entry cannot be tombstoned, the change is refused: otherwise the
+    old entry would go on serving the bytes publicly until it expires."""
+    owner_id = await make_user(app, "owner@example.org")
+    bearer = {"Authorization": f"Bearer {await make_token(app, owner_id)}"}
+    uploaded = await client.post("/api/v1/images", files={"file": ("a.png", png_bytes(), "image/png")}, headers=bearer)
+    image_id = uploaded.json()["id"]
+    assert (await client.get(f"/i/{image_id}.png")).status_code == 200  # now cached as unlisted
+
+    async def store_down(_key: str) -> bool:
+        return False
+
+    monkeypatch.setattr(app.state.cache, "invalidate", store_down)
+    refused = await client.patch(f"/api/v1/images/{image_id}", json={"visibility": "private"}, headers=bearer)
+    assert refused.status_code == 503
+    monkeypatch.undo()
+    assert (await client.get(f"/api/v1/images/{image_id}", headers=bearer)).json()["visibility"] == "unlisted"
+    # a change that keeps the image visible goes through: a stale entry would only show the old title
+    monkeypatch.setattr(app.state.cache, "invalidate", store_down)
+    renamed = await client.patch(f"/api/v1/images/{image_id}", json={"title": "New"}, headers=bearer)
+    assert renamed.status_code == 200

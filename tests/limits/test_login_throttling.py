@@ -138,6 +138,28 @@ async def test_the_account_limit_blocks_every_address_but_only_for_the_window(se
         assert_logged_in(await log_in(owner, "target@example.com", PASSWORD))
 
 
+async def test_the_owner_waiting_out_an_attack_does_not_lock_themselves_out(settings: Settings) -> None:
+    """Attempts refused by the full per-account counter are taken back from the owner's own
+    counters, so the owner can log in as soon as the attacker's window ends."""
+    window = 2
+    limits = {
+        "login_failures_per_account": 3,
+        "login_failures_per_account_and_ip": 2,
+        "login_failures_per_ip": 10,
+        "login_window_seconds": window,
+    }
+    async with running(configure(settings, limits)) as site:
+        await site.new_user("target@example.com")
+        started = time.monotonic()
+        for ip in ("203.0.113.1", "203.0.113.1", "203.0.113.2"):
+            assert_wrong_password(await log_in(await site.client(ip), "target@example.com", WRONG))
+        owner = await site.client(VICTIM_HOME)
+        for _ in range(3):  # more than the owner's own pair limit, all refused by the account counter
+            assert_login_blocked(await log_in(owner, "target@example.com", PASSWORD), window=window)
+        await wait_out(started, window)
+        assert_logged_in(await log_in(owner, "target@example.com", PASSWORD))
+
+
 async def test_unknown_emails_count_and_answer_like_a_wrong_password(settings: Settings) -> None:
     async with running(configure(settings, {"login_failures_per_account_and_ip": 2})) as site:
         await site.new_user("known@example.com")

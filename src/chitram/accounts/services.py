@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from chitram.accounts.models import ApiToken, User
 from chitram.accounts.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
@@ -21,6 +23,7 @@ from chitram.errors import (
     InvalidRequestError,
     NotAuthenticatedError,
     NotFoundError,
+    RateLimitedError,
 )
 from chitram.limits import Limit, RateLimiter
 from chitram.settings import LimitSettings
@@ -34,19 +37,37 @@ TOKEN_BYTES = 32
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_DATABASE_ID = 2**63 - 1
+
+
 def email_key(email: str) -> str:
-    """What makes two addresses the same account: Unicode-normalised and casefolded."""
-    return unicodedata.normalize("NFKC", email).strip().casefold()
+    """What makes two addresses the same account: Unicode-normalised and casefolded (control
+    characters dropped: no database takes a NUL, and no address has one)."""
+    return _CONTROL_CHARS.sub("", unicodedata.normalize("NFKC", email)).strip().casefold()
 
 
 def clean_email(raw: str) -> str:
     email = unicodedata.normalize("NFKC", raw).strip()
     local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in email):
+    if (
+        not at
+        or not local
+        or "." not in domain.strip(".")
+        or any(c.isspace() for c in email)
+        or _CONTROL_CHARS.search(email)
+    ):
         raise InvalidRequestError("enter an email address like name@example.com")
-    if len(email) > MAX_EMAIL_LENGTH:
+    # The casefolded key can be longer than the address ("ß" becomes "ss"); both must fit.
+    if max(len(email), len(email_key(email))) > MAX_EMAIL_LENGTH:
         raise InvalidRequestError(f"the email address is longer than {MAX_EMAIL_LENGTH} characters")
     return email
+
+
+def _check_id(value: int, what: str) -> None:
+    """Ids beyond the database's integer range cannot exist (and would fail in the driver)."""
+    if not 1 <= value <= MAX_DATABASE_ID:
+        raise NotFoundError(f"no {what} has the id {value}")
 
 
 def hash_api_token(token: str) -> str:
@@ -113,7 +134,7 @@ class AccountService:
         limit; once any counter is full, no password is checked at all. A success takes its
         attempt back (and clears the account-and-address counter): only failures add up.
         """
-        key = email_key(email)[:MAX_EMAIL_LENGTH]
+        key = email_key(email)
         counters = self._login_counters(key, client_ip)
         await self._take_attempt(counters)
         user = (await self.session.scalars(select(User).where(User.email_key == key))).one_or_none()
@@ -133,8 +154,17 @@ class AccountService:
         return user
 
     async def _take_attempt(self, counters: list[tuple[Limit, str]]) -> None:
-        for limit, counter_key in counters:
-            await self.limiter.hit(limit, counter_key, message="too many failed logins")
+        """Count the attempt on every counter; if one refuses, the others take it back, so an
+        attacker holding one counter full never fills the owner's other counters."""
+        counted: list[tuple[Limit, str]] = []
+        try:
+            for limit, counter_key in counters:
+                await self.limiter.hit(limit, counter_key, message="too many failed logins")
+                counted.append((limit, counter_key))
+        except RateLimitedError:
+            for limit, counter_key in counted:
+                await self.limiter.refund(limit, counter_key, 1)
+            raise
 
     async def _give_back_attempt(self, counters: list[tuple[Limit, str]]) -> None:
         (pair, pair_key), *others = counters
@@ -153,6 +183,7 @@ class AccountService:
     # -- reading -----------------------------------------------------------------------
 
     async def get_user(self, user_id: int) -> User:
+        _check_id(user_id, "account")
         user = await self.session.get(User, user_id, populate_existing=True)
         if user is None:
             raise NotFoundError(f"no account has the id {user_id}")
@@ -193,9 +224,21 @@ class AccountService:
             await self.session.rollback()
             raise
         user.password_hash = await self.passwords.hash(check_new_password(new))
-        user.session_epoch += 1
+        await self._bump_epoch(user)
         await self.session.commit()
         return user
+
+    async def _bump_epoch(self, user: User) -> None:
+        """One more epoch, counted by the database: two changes at once never end up on the same
+        number (which would let a session made in between survive)."""
+        statement = (
+            update(User)
+            .where(User.id == user.id)
+            .values(session_epoch=User.session_epoch + 1)
+            .returning(User.session_epoch)
+        )
+        epoch = (await self.session.execute(statement)).scalar_one()
+        set_committed_value(user, "session_epoch", epoch)
 
     async def end_all_sessions(self, user_id: int) -> None:
         await self.session.execute(update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1))
@@ -206,7 +249,7 @@ class AccountService:
         user = await self.get_user(user_id)
         user.is_disabled = disabled
         if disabled:
-            user.session_epoch += 1
+            await self._bump_epoch(user)
         await self.session.commit()
         return user
 
@@ -214,13 +257,13 @@ class AccountService:
         """For operators (`chitram-admin`): no current password needed; sessions end."""
         user = await self.get_user(user_id)
         user.password_hash = await self.passwords.hash(check_new_password(password))
-        user.session_epoch += 1
+        await self._bump_epoch(user)
         await self.session.commit()
 
     # -- API tokens --------------------------------------------------------------------
 
     async def create_token(self, user_id: int, name: str) -> NewToken:
-        name = " ".join(name.split())
+        name = " ".join(_CONTROL_CHARS.sub(" ", name).split())
         if not name:
             raise InvalidRequestError("give the token a name, e.g. the tool or computer that will use it")
         if len(name) > MAX_TOKEN_NAME_LENGTH:
@@ -245,6 +288,7 @@ class AccountService:
         await self.session.rollback()
 
     async def revoke_token(self, user_id: int, token_id: int) -> None:
+        _check_id(token_id, "token")
         token = await self.session.get(ApiToken, token_id)
         if token is None or token.user_id != user_id:
             await self.session.rollback()

@@ -3,6 +3,7 @@ ShareX, deletion) and "My images". Plain forms that work without JavaScript."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from chitram.proxies import client_ip
 MY_IMAGES_PAGE_SIZE = 24
 HOUR = 3600
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class RegisterForm(msgspec.Struct):
@@ -151,7 +153,9 @@ class AccountPages(Controller):
         self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
     ) -> Template:
         viewer = await require_viewer(request)
-        return Template(template_name="account.html", context=await _account_context(request, account_service, viewer))
+        context = await _account_context(request, account_service, viewer)
+        # Personal pages: not even the back button after logging out may show them again.
+        return Template(template_name="account.html", context=context, headers=NO_STORE)
 
     @post("/account/password", status_code=303)
     async def change_password(
@@ -269,7 +273,7 @@ class AccountPages(Controller):
         base = base_url(request)
         items = [{"image": image, "links": image_links(image, base)} for image in images]
         context = {"items": items, "next_cursor": next_cursor, "first_page": cursor is None}
-        return Template(template_name="my_images.html", context=context)
+        return Template(template_name="my_images.html", context=context, headers=NO_STORE)
 
     @post("/me/images/delete", status_code=303)
     async def delete_my_images(
@@ -283,9 +287,10 @@ class AccountPages(Controller):
         if not ids:
             raise InvalidRequestError("no image was selected; tick the images to delete first")
         deleted = skipped = 0
+        as_owner = dataclasses.replace(viewer, is_admin=False)  # "my" images, even for an admin
         for public_id in ids:
             try:
-                await image_service.delete_image(public_id=public_id, delete_token=None, viewer=viewer)
+                await image_service.delete_image(public_id=public_id, delete_token=None, viewer=as_owner)
             except (NotFoundError, ForbiddenError):
                 skipped += 1
                 continue

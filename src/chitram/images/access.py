@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ MAX_LINK_SECONDS = 7 * 24 * 3600
 # Expiry is rounded up to the next whole quarter hour, so links minted for the same image
 # around the same time are the same URL and browsers can reuse what they fetched.
 EXPIRY_GRANULARITY = 900
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 SIGNATURE_BYTES = 16  # 128 bits: forging is out of reach, the URL stays short
 
 
@@ -61,7 +63,8 @@ class LinkSigner:
     def seconds_left(self, public_id: str, expires: str | None, signature: str | None) -> int | None:
         """For a genuine link, the seconds until it expires (zero or less: expired); None when the
         link is absent, malformed or tampered with."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        # ASCII digits without a leading zero: one spelling per link ("²".isdigit() is true too).
+        if not expires or not signature or not _EXPIRES.fullmatch(expires):
             return None
         expected = self._signature(public_id, int(expires))
         if not hmac.compare_digest(expected.encode(), signature.encode()):

@@ -307,14 +307,22 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
     async def _charge_quota(self, owner_id: int, size: int, quota_bytes: int) -> None:
         """Count the bytes against the account in the upload's transaction: one conditional
         UPDATE, so concurrent uploads cannot together overshoot the quota."""
-        statement = update(User).where(User.id == owner_id).values(used_bytes=User.used_bytes + size)
+        # A disabled account (or one being deleted) takes no more images, even from an upload
+        # that was let in just before.
+        statement = (
+            update(User)
+            .where(User.id == owner_id, User.is_disabled.is_(False))
+            .values(used_bytes=User.used_bytes + size)
+        )
         if quota_bytes:
             statement = statement.where(User.used_bytes + size <= quota_bytes)
         if (await self.session.execute(statement.returning(User.id))).scalar_one_or_none() is None:
-            used = (await self.session.scalars(select(User.used_bytes).where(User.id == owner_id))).one_or_none()
-            if used is None:
-                raise NotFoundError("the account this upload belongs to no longer exists")
-            raise _quota_exceeded(size, used, quota_bytes)
+            row = (
+                await self.session.execute(select(User.used_bytes, User.is_disabled).where(User.id == owner_id))
+            ).one_or_none()
+            if row is None or row.is_disabled:
+                raise ForbiddenError("the account this upload belongs to is disabled or deleted")
+            raise _quota_exceeded(size, row.used_bytes, quota_bytes)
 
     async def _reserve_blob(self, processed: ProcessedImage) -> None:
         """Make sure a row exists (refcount 0) so the content always has a row to lock."""
@@ -422,6 +430,12 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             if refreshed is None:
                 raise image_not_found(public_id)
             result = to_cached(refreshed)
+            # Tombstone first, so nobody caches the old row while this commits; a change to
+            # private that cannot clear the cache is refused (the old entry would serve it
+            # publicly until it expires).
+            cleared = await self.cache.invalidate(CACHE_PREFIX + public_id)
+            if not cleared and result.visibility is Visibility.PRIVATE:
+                raise StorageUnavailable("the cache could not be cleared; the image stays as it was")
             await self.session.commit()
         except BaseException:
             await self.session.rollback()

@@ -54,8 +54,9 @@ class DeleteForm(msgspec.Struct):
 
 
 class EditForm(msgspec.Struct):
-    title: str = ""
-    visibility: str = ""
+    # Absent fields change nothing (an empty visibility must never mean "the upload default").
+    title: str | None = None
+    visibility: str | None = None
 
 
 class LinkForm(msgspec.Struct):
@@ -81,7 +82,11 @@ async def bytes_cache_policy(request: Request[Any, Any, Any], image: CachedImage
     left = signer.seconds_left(image.public_id, query.get("expires"), query.get("signature"))
     if left is not None and left > 0:
         return f"private, max-age={min(left, SIGNED_LINK_MAX_AGE)}"
-    if can_view(image, await load_viewer(request)):
+    try:
+        viewer = await load_viewer(request)
+    except NotAuthenticatedError:
+        viewer = None  # a bad token gets the same 404 as for an id that does not exist
+    if can_view(image, viewer):
         return "private, no-cache"
     if left is not None:
         raise GoneError("this link has expired; ask the image's owner for a new one")
@@ -293,8 +298,8 @@ class ImagePages(Controller):
             public_id=public_id,
             delete_token=None,
             viewer=viewer,
-            title=data.title,
-            visibility=parse_visibility(data.visibility),
+            title=msgspec.UNSET if data.title is None else data.title,
+            visibility=msgspec.UNSET if not data.visibility else parse_visibility(data.visibility),
         )
         return Redirect(f"/i/{public_id}", status_code=303)
 
