@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -52,3 +53,26 @@ def test_revision_files_are_date_prefixed_and_shipped_in_the_package() -> None:
     assert versions
     assert all(name[:4].isdigit() and name[4] == "-" for name in versions)
     assert MIGRATIONS_DIR.is_absolute()
+
+
+def test_downgrade_below_accounts_refuses_while_private_images_exist(tmp_path: Path) -> None:
+    """The older code has no private images: a downgrade must not quietly publish them."""
+    settings = base_settings(tmp_path)
+    upgrade_to_head(settings)
+    with sqlite3.connect(tmp_path / "chitram.db") as db:
+        db.execute(
+            "INSERT INTO blobs (sha256, content_type, size, width, height, frames, original_key, thumbnail_key,"
+            " thumbnail_size, thumbnail_width, thumbnail_height, preview_key, preview_size, preview_width,"
+            " preview_height, refcount, created_at, updated_at)"
+            " VALUES ('ab', 'image/png', 1, 1, 1, 1, 'o', 't', 1, 1, 1, 'p', 1, 1, 1, 1, '2026-01-01', '2026-01-01')"
+        )
+        db.execute(
+            "INSERT INTO images (public_id, visibility, blob_sha256, created_at, updated_at)"
+            " VALUES ('AAAAAAAAAAAA', 'private', 'ab', '2026-01-01', '2026-01-01')"
+        )
+    commands = AlembicCommands(sqlalchemy_config=build_alchemy_config(settings))
+    with pytest.raises(RuntimeError, match="private image"):
+        commands.downgrade(revision="base")
+    with sqlite3.connect(tmp_path / "chitram.db") as db:
+        db.execute("UPDATE images SET visibility = 'unlisted'")
+    commands.downgrade(revision="base")
