@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 from litestar import Litestar
@@ -9,10 +11,11 @@ from litestar.testing import AsyncTestClient
 from pydantic import ValidationError
 
 from chitram.accounts.services import AccountService
+from chitram.app import create_app
 from chitram.errors import ForbiddenError
 from chitram.images.models import Visibility
 from chitram.images.services import ImageService
-from chitram.settings import ServerSettings
+from chitram.settings import LimitSettings, ServerSettings, Settings
 from tests.admin.test_admin_pages import PASSWORD, log_in, make_token, make_user
 from tests.images.test_api import png_bytes
 from tests.images.test_services import own_sessions
@@ -202,3 +205,17 @@ async def test_making_an_image_private_needs_the_cache_cleared(
     monkeypatch.setattr(app.state.cache, "invalidate", store_down)
     renamed = await client.patch(f"/api/v1/images/{image_id}", json={"title": "New"}, headers=bearer)
     assert renamed.status_code == 200
+
+
+async def test_cross_site_upload_posts_are_refused_before_they_count(settings: Settings) -> None:
+    """A forged form post (no CSRF cookie: it is SameSite=Lax) must not use up the visitor's
+    upload allowance; the real page then still uploads."""
+    limited = dataclasses.replace(settings, limits=LimitSettings(anonymous_uploads_per_hour_per_ip=1))
+    async with AsyncTestClient(app=create_app(limited), base_url="http://testserver.local") as client:
+        files = {"file": ("a.png", png_bytes(), "image/png")}
+        for _ in range(3):
+            forged = await client.post("/upload", files=files, data={"_csrf_token": "x"}, headers=HTML)
+            assert forged.status_code == 403
+        token = await csrf_token(client)
+        real = await client.post("/upload", files=files, data={"_csrf_token": token}, headers=HTML)
+        assert real.status_code == 201, real.text

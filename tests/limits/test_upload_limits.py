@@ -140,9 +140,13 @@ async def test_without_anonymous_uploads_only_accounts_may_upload(settings: Sett
         detail = refused.json()["detail"]
         assert "log in" in detail and "API token" in detail and "Authorization: Bearer" in detail
         assert refused.headers["www-authenticate"].lower().startswith("bearer")
-        # the upload form's target says the same to a script
+        # the upload form's target says the same to the page's script (which sends the CSRF token)
+        home = await a.get("/", headers=HTML)
+        csrf = home.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
         by_form = await a.post(
-            "/upload", files={"file": ("p.png", png(2), "image/png")}, headers={**HTML, "hx-request": "true"}
+            "/upload",
+            files={"file": ("p.png", png(2), "image/png")},
+            headers={**HTML, "hx-request": "true", "x-csrftoken": csrf},
         )
         assert by_form.status_code == 401, by_form.text
         # the home page says so instead of offering a form that cannot work

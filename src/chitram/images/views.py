@@ -16,13 +16,13 @@ from litestar.response import Redirect, Template
 from chitram.accounts.auth import Viewer, forget_viewer, load_viewer
 from chitram.errors import ForbiddenError, GoneError, NotAuthenticatedError, NotFoundError
 from chitram.images.access import LinkSigner, can_manage, can_view
-from chitram.images.api import base_url, image_links, receive_upload, signed_urls
+from chitram.images.api import base_url, drain_body, image_links, receive_upload, signed_urls
 from chitram.images.delivery import IMMUTABLE_CACHE, serve_variant
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage
 from chitram.images.services import ImageService, image_not_found, parse_visibility
 from chitram.images.sharing import alt_text, describe, share_snippets, shown_on_page, unfurl_image
-from chitram.security import CSRF_FIELD, SELF_CHECKED, verify_csrf
+from chitram.security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, SELF_CHECKED, verify_csrf
 from chitram.uploads import UploadForm
 
 # Link checkers and chat apps often probe with HEAD before they GET.
@@ -153,6 +153,14 @@ class ImagePages(Controller):
         def check_csrf(form: UploadForm) -> None:
             verify_csrf(request, form.fields.get(CSRF_FIELD))
 
+        # A cross-site post carries no CSRF cookie (it is SameSite=Lax) and the script sends the
+        # header: either settles it before the upload is counted against anyone's limits.
+        if CSRF_HEADER in request.headers or CSRF_COOKIE not in request.cookies:
+            try:
+                verify_csrf(request, None)
+            except ForbiddenError:
+                await drain_body(request)
+                raise
         result = await receive_upload(request, image_service, viewer, check_form=check_csrf)
         view = _view(result.image, base_url(request))
         context = {
