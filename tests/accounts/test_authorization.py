@@ -58,11 +58,13 @@ READ_API: dict[str, Row] = {
 
 # The bytes (original, thumbnail, preview) fetched by a tool that sends its token. Only a private
 # image looks at who is asking: public and unlisted bytes are served without reading the token.
+# A refused token on private bytes gets the same 404 as an id that does not exist (a 401 there
+# would tell a bad token which ids are private images).
 READ_BYTES_WITH_TOKEN: dict[str, Row] = {
     "anonymous": (200,    200,      404),
     "owner":     (200,    200,      200),
     "other":     (200,    200,      404),
-    "disabled":  (200,    200,      401),
+    "disabled":  (200,    200,      404),
     "admin":     (200,    200,      200),
 }
 
@@ -124,15 +126,16 @@ DELETE_PAGE: dict[str, Row] = {
 }
 
 # POST /me/images/delete ids=… (the bulk form on "My images"): accounts only (401 "log in" first).
-# It always answers 303 back to the list: images the account may delete are deleted, the others
-# skipped and counted — the same way whether they are someone else's, private, or gone.
+# It always answers 303 back to the list: the account's own images are deleted, the others
+# skipped and counted — the same way whether they are someone else's, private, or gone. "My
+# images" means one's own for administrators too (they delete others' images on their pages).
 DELETED, SKIPPED = "deleted", "skipped"
 DELETE_BULK: dict[str, tuple[int | str, int | str, int | str]] = {
     "anonymous": (401,     401,     401),
     "owner":     (DELETED, DELETED, DELETED),
     "other":     (SKIPPED, SKIPPED, SKIPPED),
     "disabled":  (401,     401,     401),
-    "admin":     (DELETED, DELETED, DELETED),
+    "admin":     (SKIPPED, SKIPPED, SKIPPED),
 }
 
 # -- list: (status, which of the owner's images are shown) -------------------------------------

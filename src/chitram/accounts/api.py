@@ -8,14 +8,14 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from chitram.accounts.auth import require_viewer
 from chitram.accounts.models import ApiToken
 from chitram.accounts.services import AccountService
-from chitram.images.api import BEARER, base_url, to_read
+from chitram.images.api import BEARER, PageCursor, PageLimit, image_page
 from chitram.images.schemas import ImagePage
-from chitram.images.services import MAX_PAGE_SIZE, ImageService
+from chitram.images.services import ImageService
 
 
 class AccountRead(msgspec.Struct):
@@ -78,13 +78,12 @@ class MeController(Controller):
         self,
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 24,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page.")] = None,
+        limit: PageLimit = 24,
+        cursor: PageCursor = None,
     ) -> ImagePage:
         viewer = await require_viewer(request)
         images, next_cursor = await image_service.list_owned(viewer.id, limit=limit, cursor=cursor)
-        base = base_url(request)
-        return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
+        return image_page(request, images, next_cursor)
 
 
 class TokenController(Controller):

@@ -34,6 +34,9 @@ from chitram.proxies import client_ip
 from chitram.settings import Settings
 from chitram.uploads import UploadForm, read_upload_form
 
+PageLimit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
+PageCursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page.")]
+
 DeleteToken = Annotated[
     str | None,
     HeaderParameter(name="X-Delete-Token", description="The delete_token returned by the upload.", required=False),
@@ -59,6 +62,11 @@ def to_read(image: CachedImage, base: str) -> ImageRead:
         created_at=image.created_at,
         **links,
     )
+
+
+def image_page(request: Request[Any, Any, Any], images: list[CachedImage], next_cursor: str | None) -> ImagePage:
+    base = base_url(request)
+    return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
 
 
 def image_links(image: CachedImage, base: str) -> dict[str, str]:
@@ -179,12 +187,11 @@ class ImageController(Controller):
         self,
         request: Request[Any, Any, Any],
         image_service: NamedDependency[ImageService],
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 24,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page.")] = None,
+        limit: PageLimit = 24,
+        cursor: PageCursor = None,
     ) -> ImagePage:
         images, next_cursor = await image_service.list_public(limit=limit, cursor=cursor)
-        base = base_url(request)
-        return ImagePage(items=[to_read(image, base) for image in images], next_cursor=next_cursor)
+        return image_page(request, images, next_cursor)
 
     @get("/{image_id:str}", summary="Describe one image", security=OPTIONAL_BEARER)
     async def get_image(

@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -195,24 +195,20 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        statement = select(Image).where(Image.visibility == Visibility.PUBLIC.value)
-        if cursor:
-            statement = statement.where(Image.id < decode_cursor(cursor))
-        statement = statement.order_by(Image.id.desc()).limit(limit + 1)
-        rows: Sequence[Image] = (await self.session.scalars(statement)).all()
-        page = list(rows[:limit])
-        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-        return [to_cached(image) for image in page], next_cursor
+        return await self._keyset_page(Image.visibility == Visibility.PUBLIC.value, limit=limit, cursor=cursor)
 
     async def list_owned(
         self, owner_id: int, *, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
         """One account's images of every visibility, newest first, one keyset page."""
+        return await self._keyset_page(Image.owner_id == owner_id, limit=limit, cursor=cursor)
+
+    async def _keyset_page(
+        self, condition: ColumnElement[bool], *, limit: int, cursor: str | None
+    ) -> tuple[list[CachedImage], str | None]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        statement = select(Image).where(Image.owner_id == owner_id)
+        statement = select(Image).where(condition)
         if cursor:
             statement = statement.where(Image.id < decode_cursor(cursor))
         statement = statement.order_by(Image.id.desc()).limit(limit + 1)
@@ -220,7 +216,7 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         page = list(rows[:limit])
         next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
         result = [to_cached(image) for image in page]
-        await self.session.rollback()
+        await self.session.rollback()  # end the read transaction
         return result, next_cursor
 
     async def owned_ids(self, owner_id: int) -> list[str]:
