@@ -219,3 +219,19 @@ async def test_cross_site_upload_posts_are_refused_before_they_count(settings: S
         token = await csrf_token(client)
         real = await client.post("/upload", files=files, data={"_csrf_token": token}, headers=HTML)
         assert real.status_code == 201, real.text
+
+
+async def test_a_revoked_tokens_id_is_never_given_to_a_newer_token(app: Litestar, client: Client) -> None:
+    """A revoke form left open in another tab names a token id; on SQLite that id would go to
+    the next token made, and the stale form would revoke the wrong one."""
+    owner_id = await make_user(app, "owner@example.org")
+    first = await make_token(app, owner_id)
+    bearer = {"Authorization": f"Bearer {first}"}
+    listed = (await client.get("/api/v1/tokens", headers=bearer)).json()
+    (old_id,) = [token["id"] for token in listed]
+    assert (await client.delete(f"/api/v1/tokens/{old_id}", headers=bearer)).status_code == 204
+    second = await make_token(app, owner_id)
+    bearer = {"Authorization": f"Bearer {second}"}
+    (new_id,) = [token["id"] for token in (await client.get("/api/v1/tokens", headers=bearer)).json()]
+    assert new_id != old_id
+    assert (await client.delete(f"/api/v1/tokens/{old_id}", headers=bearer)).status_code == 404

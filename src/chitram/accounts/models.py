@@ -36,6 +36,8 @@ class ApiToken(IdentityAuditBase):
     """A personal token for the JSON API. Only its SHA-256 is stored; it is shown once."""
 
     __tablename__ = "api_tokens"
+    # As for users: a revoke form left open in another tab must never hit a newer token.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy reads it from the class
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
