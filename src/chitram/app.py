@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chitram import __version__
 from chitram.accounts.api import MeController, TokenController
-from chitram.accounts.auth import clear_dead_session_hook, load_viewer
+from chitram.accounts.auth import clear_dead_session, load_viewer
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountService, LoginLimits
 from chitram.accounts.sessions import SessionStore
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         plugins=[HTMXPlugin()],
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
-        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session_hook()],
+        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,

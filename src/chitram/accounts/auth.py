@@ -7,10 +7,12 @@ never touches the session store or the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from litestar import Request, Response
-from litestar.datastructures import Cookie
+from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.types import Message, Scope
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chitram.accounts.models import User
 from chitram.accounts.services import AccountService
@@ -28,8 +30,6 @@ class Viewer:
     id: int
     email: str
     is_admin: bool
-    via: Literal["session", "token"]
-    session_token: str | None = None
 
 
 async def load_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
@@ -69,7 +69,7 @@ async def _viewer_from_token(request: Request[Any, Any, Any], secret: str) -> Vi
         raise _token_problem("this API token is not valid (mistyped or revoked); create a new one on /account")
     if user.is_disabled:
         raise _token_problem("the account this token belongs to is disabled")
-    return Viewer(id=user.id, email=user.email, is_admin=user.is_admin, via="token")
+    return Viewer(id=user.id, email=user.email, is_admin=user.is_admin)
 
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chitram"'}
@@ -90,9 +90,7 @@ async def _viewer_from_session(request: Request[Any, Any, Any]) -> Viewer | None
         async with request.app.state.database.sessions() as db:
             user = await db.get(User, record.user_id)
             if user is not None and not user.is_disabled and user.session_epoch == record.epoch:
-                viewer = Viewer(
-                    id=user.id, email=user.email, is_admin=user.is_admin, via="session", session_token=token
-                )
+                viewer = Viewer(id=user.id, email=user.email, is_admin=user.is_admin)
             await db.rollback()
     if viewer is None:
         # Expired, logged out, ended everywhere or disabled: anonymous, and the browser may forget it.
@@ -102,7 +100,7 @@ async def _viewer_from_session(request: Request[Any, Any, Any]) -> Viewer | None
     return viewer
 
 
-def _accounts(request: Request[Any, Any, Any], db: Any) -> AccountService:
+def _accounts(request: Request[Any, Any, Any], db: AsyncSession) -> AccountService:
     factory = request.app.state.account_service_factory
     service: AccountService = factory(db)
     return service
@@ -164,16 +162,10 @@ async def end_session(request: Request[Any, Any, Any], response: Response[Any]) 
     response.set_cookie(expired_session_cookie(secure=request.app.state.settings.is_production))
 
 
-def clear_dead_session_hook() -> Any:
+async def clear_dead_session(message: Message, scope: Scope) -> None:
     """A before_send hook: tell the browser to drop a session cookie that no longer logs anyone in."""
-    from litestar.datastructures import MutableScopeHeaders
-    from litestar.types import Message, Scope
-
-    async def clear_dead_session(message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start" or not scope.get(CLEAR_SESSION_COOKIE):
-            return
-        headers = MutableScopeHeaders.from_message(message)
-        secure = scope["app"].state.settings.is_production
-        headers.add("set-cookie", expired_session_cookie(secure=secure).to_header(header=""))
-
-    return clear_dead_session
+    if message["type"] != "http.response.start" or not scope.get(CLEAR_SESSION_COOKIE):
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    secure = scope["app"].state.settings.is_production
+    headers.add("set-cookie", expired_session_cookie(secure=secure).to_header(header=""))

@@ -450,7 +450,7 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         """Delete one image. `owner_override` is for the account's own removal (no viewer then)."""
         try:
             if owner_override is not None:
-                viewer = Viewer(id=owner_override, email="", is_admin=False, via="session")
+                viewer = Viewer(id=owner_override, email="", is_admin=False)
             image = await self._locked_image(public_id, delete_token, viewer)
             # Count the row this statement really removed: SQLite ignores FOR UPDATE, so two
             # concurrent deletes can both pass the check above; only one of them deletes.
