@@ -87,6 +87,8 @@ class AccountPages(Controller):
     request_class = HTMXRequest
 
     # -- register, log in, log out ---------------------------------------------------
+    # Pages that take `viewer` without using it do so for the navigation bar, which reads the
+    # resolved viewer from the request (base.html).
 
     @get("/register")
     async def register_page(self, request: Request[Any, Any, Any], viewer: NamedDependency[Viewer | None]) -> Template:
