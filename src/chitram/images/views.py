@@ -182,7 +182,7 @@ class ImagePages(Controller):
         self,
         request: HTMXRequest,
         image_service: NamedDependency[ImageService],
-        viewer: NamedDependency[Viewer | None],
+        viewer: NamedDependency[Viewer | None],  # resolved for the navigation bar (base.html)
         cursor: Annotated[str | None, QueryParameter(description="Where the previous page ended.")] = None,
     ) -> Template:
         images, next_cursor = await image_service.list_public(limit=GALLERY_PAGE_SIZE, cursor=cursor)
