@@ -10,7 +10,7 @@ from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 from litestar.types import Scope
 
-from chitram.proxies import client_ip, trusted_proxy_middleware
+from chitram.proxies import client_ip, limit_key, trusted_proxy_middleware
 
 PROXY = "10.0.0.5"
 
@@ -89,3 +89,18 @@ def test_trusting_everyone_is_refused() -> None:
 def test_client_ip_reads_the_scope() -> None:
     assert client_ip(cast("Scope", {"client": ("203.0.113.1", 5000)})) == "203.0.113.1"
     assert client_ip(cast("Scope", {"client": None})) == "unknown"  # the server may not know the peer
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_limits_count_ipv6_clients_per_64(peer: str, key: str) -> None:
+    """One IPv6 subscriber holds a /64: a fresh address per request must not mean fresh limits."""
+    assert limit_key({"client": (peer, 1234)}) == key  # type: ignore[arg-type]

@@ -66,3 +66,24 @@ def client_ip(source: Scope | ASGIConnection[Any, Any, Any, Any]) -> str:
     scope = source.scope if isinstance(source, ASGIConnection) else source
     client = scope.get("client")
     return client[0] if client else UNKNOWN_CLIENT
+
+
+IPV6_SUBSCRIBER_PREFIX = 64
+
+
+def limit_key(source: Scope | ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The address that per-address limits count against.
+
+    An IPv6 subscriber usually holds a whole /64 and can pick a fresh address from it for every
+    request, so IPv6 addresses count per /64; IPv4 addresses (also IPv4-mapped ones) as they are.
+    """
+    address = client_ip(source)
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_SUBSCRIBER_PREFIX}", strict=False))
+    return str(parsed)

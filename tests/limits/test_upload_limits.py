@@ -165,3 +165,13 @@ async def test_without_anonymous_uploads_only_accounts_may_upload(settings: Sett
         own_home = await browser.get("/", headers=HTML)
         assert 'id="upload-form"' in own_home.text and 'id="login-to-upload"' not in own_home.text
         await site.assert_holds_exactly(1)
+
+
+async def test_ipv6_addresses_of_one_subscriber_share_their_limit(settings: Settings) -> None:
+    """Addresses from one /64 are one client to the limits; the next /64 is someone else."""
+    async with running(configure(settings, {"anonymous_uploads_per_hour_per_ip": 2})) as site:
+        for index, address in enumerate(("2001:db8:5:6::1", "2001:db8:5:6::2")):
+            assert_created(await upload(await site.client(address), png(index)))
+        refused = await upload(await site.client("2001:db8:5:6:ffff::3"), png(3))
+        assert refused.status_code == 429
+        assert_created(await upload(await site.client("2001:db8:5:7::1"), png(4)))

@@ -24,7 +24,7 @@ from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, No
 from chitram.images.api import base_url, image_links
 from chitram.images.services import ImageService
 from chitram.limits import Limit, RateLimiter
-from chitram.proxies import client_ip
+from chitram.proxies import limit_key
 
 MY_IMAGES_PAGE_SIZE = 24
 HOUR = 3600
@@ -107,7 +107,7 @@ class AccountPages(Controller):
                 raise ForbiddenError("this site does not take new accounts; ask its operator for one")
             limit = Limit("registrations-ip", request.app.state.settings.limits.registrations_per_hour_per_ip, HOUR)
             limiter: RateLimiter = request.app.state.limiter
-            await limiter.hit(limit, client_ip(request), message="too many accounts were created from this address")
+            await limiter.hit(limit, limit_key(request), message="too many accounts were created from this address")
             if data.password != data.password_confirm:
                 raise InvalidRequestError("the two passwords differ; type the same password twice")
             user = await account_service.register(data.email, data.password)
@@ -134,7 +134,7 @@ class AccountPages(Controller):
         data: Annotated[LoginForm, Form],
     ) -> Response[Any]:
         try:
-            user = await account_service.log_in(data.email, data.password, client_ip=client_ip(request))
+            user = await account_service.log_in(data.email, data.password, client_ip=limit_key(request))
         except ChitramError as error:
             context = {**_login_context(request, data.next), "email": data.email}
             return _form_page("login.html", context, error)
@@ -171,7 +171,7 @@ class AccountPages(Controller):
             if data.new_password != data.new_password_confirm:
                 raise InvalidRequestError("the two new passwords differ; type the same password twice")
             user = await account_service.change_password(
-                viewer.id, data.current_password, data.new_password, client_ip=client_ip(request)
+                viewer.id, data.current_password, data.new_password, client_ip=limit_key(request)
             )
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
@@ -249,7 +249,7 @@ class AccountPages(Controller):
             if data.images not in ("delete", "keep"):
                 raise InvalidRequestError("choose whether your images are deleted with the account or kept online")
             user = await account_service.get_user(viewer.id)
-            await account_service.confirm_password(user, data.password, client_ip=client_ip(request))
+            await account_service.confirm_password(user, data.password, client_ip=limit_key(request))
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
             return _form_page("account.html", {**context, "delete_error": True}, error)

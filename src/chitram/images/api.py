@@ -30,7 +30,7 @@ from chitram.images.schemas import (
     SignedUrls,
 )
 from chitram.images.services import MAX_PAGE_SIZE, ImageService, UploadResult, clean_title, parse_visibility
-from chitram.proxies import client_ip
+from chitram.proxies import limit_key
 from chitram.settings import Settings
 from chitram.uploads import UploadForm, read_upload_form
 
@@ -92,7 +92,7 @@ async def receive_upload(
     """
     settings: Settings = request.app.state.settings
     gate: UploadGate = request.app.state.upload_gate
-    address = client_ip(request)
+    address = limit_key(request)
     try:
         await gate.admit(viewer, address)
     except ChitramError:
