@@ -26,7 +26,7 @@ from chitram import __version__
 from chitram.accounts.api import MeController, TokenController
 from chitram.accounts.auth import clear_dead_session, load_viewer
 from chitram.accounts.passwords import Passwords
-from chitram.accounts.services import AccountService, LoginLimits
+from chitram.accounts.services import AccountLimits, AccountService
 from chitram.accounts.sessions import SessionStore
 from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
@@ -79,12 +79,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     health = HealthChecker(database, storage, stores, settings.health.health_timeout_seconds)
     passwords = Passwords()
     limiter = RateLimiter(stores)  # one per app: in memory mode it holds the counters
-    login_limits = LoginLimits.from_settings(settings.limits)
+    account_limits = AccountLimits.from_settings(settings.limits)
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
 
     def account_service(db_session: AsyncSession) -> AccountService:
-        return AccountService(db_session, passwords=passwords, limiter=limiter, login_limits=login_limits)
+        return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

@@ -31,6 +31,11 @@ class Viewer:
     email: str
     is_admin: bool
 
+    @classmethod
+    def account(cls, user_id: int) -> Viewer:
+        """The account itself, for work done on its behalf without a request (its own removal)."""
+        return cls(id=user_id, email="", is_admin=False)
+
 
 async def load_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
     """The viewer of this request (cached in its scope); None for anonymous visitors.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chitram.accounts.auth import Viewer
 from chitram.accounts.services import AccountService
 from chitram.images.services import ImageService
 
@@ -18,7 +19,7 @@ async def delete_account(accounts: AccountService, images: ImageService, user_id
     if delete_images:
         owned = await images.owned_ids(user_id)
         for public_id in owned:
-            await images.delete_image(public_id=public_id, delete_token=None, owner_override=user_id)
+            await images.delete_image(public_id=public_id, delete_token=None, viewer=Viewer.account(user_id))
         deleted = len(owned)
     else:
         deleted = await images.disown(user_id)

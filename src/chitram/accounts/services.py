@@ -76,22 +76,24 @@ def hash_api_token(token: str) -> str:
 
 
 @dataclass(frozen=True)
-class LoginLimits:
-    """The three counters of wrong passwords: tight per account and address, looser per address,
-    loosest per account (so an attacker spread over many addresses cannot lock a victim out for
-    longer than one window)."""
+class AccountLimits:
+    """New accounts per address, and the three counters of login attempts: tight per account and
+    address, looser per address, loosest per account (so an attacker spread over many addresses
+    cannot lock a victim out for longer than one window)."""
 
     per_account_and_ip: Limit
     per_ip: Limit
     per_account: Limit
+    registrations_per_ip: Limit
 
     @classmethod
-    def from_settings(cls, limits: LimitSettings) -> LoginLimits:
+    def from_settings(cls, limits: LimitSettings) -> AccountLimits:
         window = limits.login_window_seconds
         return cls(
             per_account_and_ip=Limit("login-account-ip", limits.login_failures_per_account_and_ip, window),
             per_ip=Limit("login-ip", limits.login_failures_per_ip, window),
             per_account=Limit("login-account", limits.login_failures_per_account, window),
+            registrations_per_ip=Limit("registrations-ip", limits.registrations_per_hour_per_ip, 3600),
         )
 
 
@@ -103,16 +105,24 @@ class NewToken:
 
 class AccountService:
     def __init__(
-        self, session: AsyncSession, *, passwords: Passwords, limiter: RateLimiter, login_limits: LoginLimits
+        self, session: AsyncSession, *, passwords: Passwords, limiter: RateLimiter, limits: AccountLimits
     ) -> None:
         self.session = session
         self.passwords = passwords
         self.limiter = limiter
-        self.login_limits = login_limits
+        self.limits = limits
 
     # -- registration and login ---------------------------------------------------------
 
-    async def register(self, email: str, password: str, *, is_admin: bool = False) -> User:
+    async def register(
+        self, email: str, password: str, *, is_admin: bool = False, client_ip: str | None = None
+    ) -> User:
+        """A new account. With `client_ip` (a visitor signing up, not an operator) it counts
+        against that address's hourly allowance of new accounts."""
+        if client_ip is not None:
+            await self.limiter.hit(
+                self.limits.registrations_per_ip, client_ip, message="too many accounts were created from this address"
+            )
         email = clean_email(email)
         password_hash = await self.passwords.hash(check_new_password(password))
         user = User(email=email, email_key=email_key(email), password_hash=password_hash, is_admin=is_admin)
@@ -173,7 +183,7 @@ class AccountService:
             await self.limiter.refund(limit, counter_key, 1)
 
     def _login_counters(self, key: str, client_ip: str) -> list[tuple[Limit, str]]:
-        limits = self.login_limits
+        limits = self.limits
         return [
             (limits.per_account_and_ip, f"{key}|{client_ip}"),
             (limits.per_ip, client_ip),

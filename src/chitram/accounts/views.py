@@ -23,11 +23,9 @@ from chitram.accounts.services import AccountService
 from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, NotFoundError
 from chitram.images.api import base_url, image_links
 from chitram.images.services import ImageService
-from chitram.limits import Limit, RateLimiter
 from chitram.proxies import limit_key
 
 MY_IMAGES_PAGE_SIZE = 24
-HOUR = 3600
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -105,12 +103,9 @@ class AccountPages(Controller):
         try:
             if not request.app.state.settings.accounts.allow_registration:
                 raise ForbiddenError("this site does not take new accounts; ask its operator for one")
-            limit = Limit("registrations-ip", request.app.state.settings.limits.registrations_per_hour_per_ip, HOUR)
-            limiter: RateLimiter = request.app.state.limiter
-            await limiter.hit(limit, limit_key(request), message="too many accounts were created from this address")
             if data.password != data.password_confirm:
                 raise InvalidRequestError("the two passwords differ; type the same password twice")
-            user = await account_service.register(data.email, data.password)
+            user = await account_service.register(data.email, data.password, client_ip=limit_key(request))
         except ChitramError as error:
             return _form_page("register.html", context, error)
         response: Response[Any] = Redirect("/me/images", status_code=303)

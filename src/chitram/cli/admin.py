@@ -145,7 +145,7 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[AccountServic
     and closes storage, stores and the engine however the block ends.
     """
     from chitram.accounts.passwords import Passwords
-    from chitram.accounts.services import AccountService, LoginLimits
+    from chitram.accounts.services import AccountLimits, AccountService
     from chitram.images.processing import ImageLimits, ImageProcessor
     from chitram.images.services import ImageService
     from chitram.limits import RateLimiter
@@ -163,7 +163,7 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[AccountServic
                 session,
                 passwords=Passwords(),
                 limiter=RateLimiter(stores),
-                login_limits=LoginLimits.from_settings(settings.limits),
+                limits=AccountLimits.from_settings(settings.limits),
             )
             images = ImageService(
                 session,

@@ -32,7 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chitram.accounts.auth import Viewer
 from chitram.accounts.models import User
-from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, NotFoundError, format_bytes
+from chitram.errors import (
+    ChitramError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotAuthenticatedError,
+    NotFoundError,
+    format_bytes,
+)
 from chitram.images.access import can_manage, can_view
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
@@ -181,6 +188,16 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             raise image_not_found(public_id)
         return image
 
+    async def get_managed_image(self, public_id: str, viewer: Viewer | None) -> CachedImage:
+        """The image if `viewer` owns it or is an administrator; others learn nothing more than
+        `get_image_for` tells them."""
+        if viewer is None:
+            raise NotAuthenticatedError("log in to change your images")
+        image = await self.get_image_for(public_id, viewer)
+        if not can_manage(image, viewer):
+            raise ForbiddenError("this image belongs to someone else; only its owner can change it")
+        return image
+
     async def _cached(self, public_id: str) -> CachedImage | None:
         raw = await self.cache.get(CACHE_PREFIX + public_id)
         if raw is None:
@@ -234,7 +251,7 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         private_ids = list((await self.session.scalars(private)).all())
         await self.session.rollback()
         for public_id in private_ids:
-            await self.delete_image(public_id=public_id, delete_token=None, owner_override=owner_id)
+            await self.delete_image(public_id=public_id, delete_token=None, viewer=Viewer.account(owner_id))
         await self.session.rollback()
         kept = (await self.session.scalars(select(Image.public_id).where(Image.owner_id == owner_id))).all()
         await self.session.execute(update(Image).where(Image.owner_id == owner_id).values(owner_id=None))
@@ -445,12 +462,8 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         public_id: str,
         delete_token: str | None,
         viewer: Viewer | None = None,
-        owner_override: int | None = None,
     ) -> None:
-        """Delete one image. `owner_override` is for the account's own removal (no viewer then)."""
         try:
-            if owner_override is not None:
-                viewer = Viewer(id=owner_override, email="", is_admin=False)
             image = await self._locked_image(public_id, delete_token, viewer)
             # Count the row this statement really removed: SQLite ignores FOR UPDATE, so two
             # concurrent deletes can both pass the check above; only one of them deletes.

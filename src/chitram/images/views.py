@@ -206,9 +206,7 @@ class ImagePages(Controller):
         if not dot:
             # Who is asking is settled first, so "private" and "no such id" give the same page.
             viewer = await load_viewer(request)
-            image = await image_service.get_image(public_id)
-            if not can_view(image, viewer):
-                raise image_not_found(public_id)
+            image = await image_service.get_image_for(public_id, viewer)
             view = _view(image, base_url(request))
             context = {
                 "view": view,
@@ -289,7 +287,7 @@ class ImagePages(Controller):
         viewer: NamedDependency[Viewer | None],
         public_id: FromPath[str],
     ) -> Template:
-        image = await _managed_image(image_service, public_id, viewer)
+        image = await image_service.get_managed_image(public_id, viewer)
         context = {"view": _view(image, base_url(request)), "visibilities": _visibilities_for(image)}
         return Template(template_name="edit.html", context=context)
 
@@ -301,7 +299,8 @@ class ImagePages(Controller):
         public_id: FromPath[str],
         data: Annotated[EditForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Redirect:
-        await _managed_image(image_service, public_id, viewer)
+        if viewer is None:  # the form has no delete-key field: only accounts edit here
+            raise NotAuthenticatedError("log in to change your images")
         await image_service.update_image(
             public_id=public_id,
             delete_token=None,
@@ -321,7 +320,7 @@ class ImagePages(Controller):
         data: Annotated[LinkForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Template:
         """Links to a private image that anyone may open until they expire."""
-        image = await _managed_image(image_service, public_id, viewer)
+        image = await image_service.get_managed_image(public_id, viewer)
         urls = signed_urls(request, image, data.expires_in)
         context = {"view": _view(image, base_url(request)), "urls": urls}
         return _page_or_fragment(
@@ -331,16 +330,6 @@ class ImagePages(Controller):
             context=context,
             headers={"Cache-Control": "no-store"},
         )
-
-
-async def _managed_image(image_service: ImageService, public_id: str, viewer: Viewer | None) -> CachedImage:
-    """The image if `viewer` owns it or is an administrator; others learn nothing more than before."""
-    if viewer is None:
-        raise NotAuthenticatedError("log in to change your images")
-    image = await image_service.get_image_for(public_id, viewer)
-    if not can_manage(image, viewer):
-        raise ForbiddenError("this image belongs to someone else; only its owner can change it")
-    return image
 
 
 def _visibilities_for(image: CachedImage) -> list[Visibility]:
