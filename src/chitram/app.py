@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
 
-    def account_service(db_session: AsyncSession) -> AccountService:
+    def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
+        """Per request (a dependency), and for code that opens its own session (auth, tests)."""
         return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits)
 
     @asynccontextmanager
@@ -113,9 +114,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
 
-    def provide_account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
-        return account_service(db_session)
-
     templates = frontend_dir() / "templates"
     return Litestar(
         route_handlers=[
@@ -137,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(database.session),
             "image_service": Provide(provide_image_service, sync_to_thread=False),
-            "account_service": Provide(provide_account_service, sync_to_thread=False),
+            "account_service": Provide(account_service, sync_to_thread=False),
             "viewer": Provide(load_viewer),
         },
         middleware=[trusted_proxy_middleware(settings.server.trusted_proxies)],

@@ -150,18 +150,21 @@ class ImagePages(Controller):
     ) -> Template:
         """The upload form's target: the script sends each file here; without it, the browser does."""
 
-        def check_csrf(form: UploadForm) -> None:
+        def check_csrf_field(form: UploadForm) -> None:
             verify_csrf(request, form.fields.get(CSRF_FIELD))
 
         # A cross-site post carries no CSRF cookie (it is SameSite=Lax) and the script sends the
-        # header: either settles it before the upload is counted against anyone's limits.
-        if CSRF_HEADER in request.headers or CSRF_COOKIE not in request.cookies:
+        # header: either settles it before the upload is counted against anyone's limits. Only a
+        # plain form's token waits in the body.
+        settled_early = CSRF_HEADER in request.headers or CSRF_COOKIE not in request.cookies
+        if settled_early:
             try:
                 verify_csrf(request, None)
             except ForbiddenError:
                 await drain_body(request)
                 raise
-        result = await receive_upload(request, image_service, viewer, check_form=check_csrf)
+        check_form = None if settled_early else check_csrf_field
+        result = await receive_upload(request, image_service, viewer, check_form=check_form)
         view = _view(result.image, base_url(request))
         context = {
             "view": view,
