@@ -99,7 +99,12 @@ def load_metadata() -> MetaData:
 
 
 def upgrade_to_head(settings: Settings) -> None:
-    """Apply every migration (sync: Alembic runs its own event loop).
+    """Apply every migration (sync: Alembic runs its own event loop)."""
+    upgrade_to(settings, "head")
+
+
+def upgrade_to(settings: Settings, revision: str) -> None:
+    """Migrate up to ``revision`` (sync: Alembic runs its own event loop).
 
     A lock file keeps several workers starting at once from migrating the same SQLite file
     together; PostgreSQL deployments migrate in their own step before the app starts.
@@ -108,12 +113,19 @@ def upgrade_to_head(settings: Settings) -> None:
 
     commands = AlembicCommands(sqlalchemy_config=build_alchemy_config(settings))
     if not settings.is_embedded_database:
-        commands.upgrade(revision="head")
+        commands.upgrade(revision=revision)
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.data_dir / ".migrate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            commands.upgrade(revision="head")
+            commands.upgrade(revision=revision)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def known_revisions() -> set[str]:
+    """Every migration revision this version ships."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}

@@ -176,6 +176,37 @@ class HealthSettings(_Section):
     """Each readiness check (database, storage, cache) fails after this many seconds."""
 
 
+class BackupSettings(_Section):
+    backup_dest: str = ""
+    """Where `chitram-admin backup` keeps backups: a folder, or s3://BUCKET[/PREFIX]. Empty: DATA_DIR/backups."""
+    backup_s3_endpoint: str = ""
+    """S3 server (host:port) for an s3:// backup destination. Empty: CHITRAM_S3_ENDPOINT."""
+    backup_s3_access_key: str = ""
+    """Access key for the backup bucket. Empty: CHITRAM_S3_ACCESS_KEY."""
+    backup_s3_secret_key: str = ""
+    """Secret key for the backup bucket. Empty: CHITRAM_S3_SECRET_KEY."""
+    backup_s3_secure: bool | None = None
+    """Use HTTPS for the backup S3 server. Empty: CHITRAM_S3_SECURE (an https:// endpoint implies it)."""
+    backup_s3_region: str | None = None
+    """Region of the backup bucket. Empty: CHITRAM_S3_REGION."""
+    backup_keep_days: int = Field(default=7, ge=0)
+    """`backup prune` keeps every backup younger than this many days."""
+    backup_keep_last: int = Field(default=3, ge=0)
+    """`backup prune` keeps at least this many of the newest backups, however old."""
+    backup_concurrency: int = Field(default=8, gt=0)
+    """Objects copied or checked at once by backup, verify and restore."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_without_scheme(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            endpoint = str(values.get("backup_s3_endpoint") or "").strip().rstrip("/")
+            if endpoint.startswith("https://"):
+                values = {**values, "backup_s3_secure": True}
+            values = {**values, "backup_s3_endpoint": endpoint.removeprefix("https://").removeprefix("http://")}
+        return values
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every section of the configuration."""
@@ -188,6 +219,7 @@ class Settings:
     accounts: AccountSettings = field(default_factory=AccountSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     @classmethod
     def from_env(cls) -> Settings:

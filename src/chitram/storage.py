@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -86,6 +87,10 @@ class ObjectStorage(Protocol):
 
     async def put(self, key: str, data: bytes, *, content_type: str) -> None:
         """Store ``data`` atomically: readers see the old object or the new one, never a partial one."""
+        ...
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        """Store the file at ``path`` as ``put`` would, streaming it instead of holding it in memory."""
         ...
 
     async def stat(self, key: str) -> ObjectInfo | None:
@@ -202,6 +207,11 @@ class FilesystemStorage:
         with _filesystem_errors(self._root):
             await anyio.to_thread.run_sync(_write_atomically, path, data)
 
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        target = self._path(key)
+        with _filesystem_errors(self._root):
+            await anyio.to_thread.run_sync(_copy_atomically, path, target)
+
     async def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
         with _filesystem_errors(self._root):
@@ -275,6 +285,22 @@ def _write_atomically(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             # Without fsync a crash after the rename can leave the name pointing at empty data.
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        _unlink(Path(temp_name))
+        raise
+    _fsync_dir(path.parent)
+
+
+def _copy_atomically(source: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
+            os.fchmod(handle.fileno(), FILE_MODE)
+            shutil.copyfileobj(reader, handle, DEFAULT_CHUNK_SIZE * 16)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
     except BaseException:
@@ -437,6 +463,12 @@ class S3Storage:
             content_type=content_type,
             part_size=part_size,
         )
+        await self._run(upload, key=key)
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        """Multipart upload for large files (minio splits it), a single PUT for small ones."""
+        validate_key(key)
+        upload = partial(self._client.fput_object, self._bucket, key, str(path), content_type=content_type)
         await self._run(upload, key=key)
 
     async def stat(self, key: str) -> ObjectInfo | None:

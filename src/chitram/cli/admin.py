@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
 from advanced_alchemy.cli import add_migration_commands
-from pydantic import ValidationError
 
+from chitram.cli.backup import backup_group
+from chitram.cli.common import CommandError, load_settings
 from chitram.db import Database, build_alchemy_config
 from chitram.images.services import GarbageReport
 from chitram.settings import Settings
@@ -25,6 +26,7 @@ from chitram.settings import Settings
 if TYPE_CHECKING:
     from chitram.accounts.services import AccountService
     from chitram.images.services import ImageService
+    from chitram.system.health import Readiness
 
 T = TypeVar("T")
 # Tables the account and image commands need; without them the database is not migrated yet.
@@ -57,15 +59,23 @@ add_migration_commands(db_group)
 
 @cli.command()
 @click.option("--url", default=None, help="Base URL of the app (default: http://127.0.0.1:$CHITRAM_PORT).")
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Check the database, storage and Redis named by the CHITRAM_* settings directly, "
+    "without the app (e.g. before it starts); errors are shown in full.",
+)
 @click.option("--wait", "wait_seconds", type=float, default=0.0, help="Keep trying up to this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the readiness document as JSON.")
-def health(url: str | None, wait_seconds: float, as_json: bool) -> None:
+def health(url: str | None, direct: bool, wait_seconds: float, as_json: bool) -> None:
     """Exit 0 when the app is ready (database, storage and cache answer); otherwise 1, naming what is down."""
     settings = load_settings()
+    if direct and url:
+        raise click.UsageError("--direct checks the services themselves and --url asks the app: give one of them")
     base = (url or f"http://127.0.0.1:{settings.server.port}").rstrip("/")
     deadline = time.monotonic() + wait_seconds
     while True:
-        ok, document, problem = _probe(base + "/health/ready")
+        ok, document, problem = _probe_direct(settings) if direct else _probe(base + "/health/ready")
         if ok or time.monotonic() >= deadline:
             break
         time.sleep(1)
@@ -76,6 +86,51 @@ def health(url: str | None, wait_seconds: float, as_json: bool) -> None:
     else:
         click.echo(f"not ready: {problem}", err=True)
     sys.exit(0 if ok else 1)
+
+
+def _probe_direct(settings: Settings) -> tuple[bool, dict[str, object] | None, str]:
+    import msgspec
+
+    readiness = asyncio.run(_direct_readiness(settings))
+    document = msgspec.to_builtins(readiness)
+    return readiness.ready, document, "" if readiness.ready else _down(document)
+
+
+async def _direct_readiness(settings: Settings) -> Readiness:
+    """The app's readiness checks, run from the settings in this process."""
+    from chitram.storage import create_storage
+    from chitram.stores import create_stores
+    from chitram.system.health import check_components, select_one
+
+    storage = create_storage(settings)
+    stores = create_stores(settings)
+    database = None if _missing_database_file(settings) else Database.from_settings(settings)
+
+    async def check_database() -> None:
+        if database is None:
+            # Connecting would create an empty SQLite file: report the missing one instead.
+            raise FileNotFoundError(
+                f"no database at {_missing_database_file(settings)}; run `chitram-admin db upgrade`"
+            )
+        await select_one(database.engine)
+
+    checks = {"database": check_database, "storage": storage.ping, "cache": stores.ping}
+    try:
+        return await check_components(checks, limit_seconds=settings.health.health_timeout_seconds, full_errors=True)
+    finally:
+        await storage.close()
+        await stores.close()
+        if database is not None:
+            await database.dispose()
+
+
+def _down(document: dict[str, Any]) -> str:
+    down = [
+        f"{name} ({status.get('error') or 'down'})"
+        for name, status in document.get("components", {}).items()
+        if status.get("status") != "ok"
+    ]
+    return "down: " + ", ".join(down) if down else "not ready"
 
 
 def _probe(url: str) -> tuple[bool, dict[str, object] | None, str]:
@@ -89,12 +144,9 @@ def _probe(url: str) -> tuple[bool, dict[str, object] | None, str]:
         return False, None, f"{url} answered {response.status_code} without a readiness document"
     if response.status_code == 200:
         return True, document, ""
-    down = [
-        f"{name} ({status.get('error') or 'down'})"
-        for name, status in document.get("components", {}).items()
-        if status.get("status") != "ok"
-    ]
-    return False, document, "down: " + ", ".join(down) if down else f"status {response.status_code}"
+    if not document.get("components"):
+        return False, document, f"status {response.status_code}"
+    return False, document, _down(document)
 
 
 @cli.command()
@@ -128,13 +180,6 @@ async def _gc(settings: Settings, *, dry_run: bool, grace_seconds: float) -> Gar
 
 
 # -- services outside the web app ------------------------------------------------------
-
-
-class CommandError(click.ClickException):
-    """A refusal the operator can act on: printed as `error: <what to do>` on stderr, exit status 1."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 @asynccontextmanager
@@ -182,16 +227,24 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[AccountServic
 
 def _require_database_file(settings: Settings) -> None:
     """Refuse before connecting: SQLite would create an empty file (and folder) at a mistyped path."""
-    from sqlalchemy.engine import make_url
-
-    if not settings.is_embedded_database:
-        return
-    path = make_url(settings.database_url).database
-    if path and path != ":memory:" and not Path(path).exists():
+    path = _missing_database_file(settings)
+    if path is not None:
         raise CommandError(
             f"there is no database at {path}; run `chitram-admin db upgrade` to create it, "
             "or set CHITRAM_DATA_DIR (or CHITRAM_DATABASE_URL) to the installation's"
         )
+
+
+def _missing_database_file(settings: Settings) -> str | None:
+    """The embedded database's path when the file is not there (connecting would create it)."""
+    from sqlalchemy.engine import make_url
+
+    if not settings.is_embedded_database:
+        return None
+    path = make_url(settings.database_url).database
+    if path and path != ":memory:" and not Path(path).exists():
+        return path
+    return None
 
 
 async def _require_tables(database: Database) -> None:
@@ -533,13 +586,8 @@ def user_set_password(email: str, password_stdin: bool) -> None:
     )
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or a one-line refusal instead of a traceback."""
-    try:
-        return Settings.from_env()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid settings:\n{exc}") from None
-
-
 def main() -> None:
     cli(obj={})
+
+
+cli.add_command(backup_group)

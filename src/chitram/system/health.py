@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chitram.db import Database
 from chitram.storage import ObjectStorage
@@ -35,7 +36,24 @@ class Readiness(msgspec.Struct):
         return self.status == "ready"
 
 
-async def _timed(check: Callable[[], Awaitable[Any]], limit_seconds: float) -> ComponentStatus:
+Check = Callable[[], Awaitable[Any]]
+
+
+async def check_components(
+    checks: Mapping[str, Check], *, limit_seconds: float, full_errors: bool = False
+) -> Readiness:
+    """Run the checks concurrently, each cancelled after ``limit_seconds``.
+
+    ``full_errors`` puts the whole error in the answer (for an operator's terminal); otherwise
+    it is a short public reason and the details go to the log.
+    """
+    results = await asyncio.gather(*(_timed(check, limit_seconds, full_errors) for check in checks.values()))
+    components = dict(zip(checks, results, strict=True))
+    ready = all(result.status == "ok" for result in results)
+    return Readiness(status="ready" if ready else "unavailable", components=components)
+
+
+async def _timed(check: Check, limit_seconds: float, full_errors: bool) -> ComponentStatus:
     started = time.perf_counter()
     try:
         # wait_for cancels the check: a dependency that hangs cannot hold the probe.
@@ -43,6 +61,8 @@ async def _timed(check: Callable[[], Awaitable[Any]], limit_seconds: float) -> C
     except TimeoutError:
         return ComponentStatus("down", _ms(started), f"no answer within {limit_seconds:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
+        if full_errors:
+            return ComponentStatus("down", _ms(started), f"{type(exc).__name__}: {exc}")
         # The probe is public: say what kind of failure it is, keep addresses and details in the log.
         logger.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
         return ComponentStatus("down", _ms(started), _reason(exc))
@@ -72,16 +92,16 @@ class HealthChecker:
     timeout: float
 
     async def _database(self) -> None:
-        async with self.database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await select_one(self.database.engine)
 
     async def readiness(self) -> Readiness:
-        names = ("database", "storage", "cache")
-        checks = (self._database, self.storage.ping, self.stores.ping)
-        results = await asyncio.gather(*(_timed(check, self.timeout) for check in checks))
-        components = dict(zip(names, results, strict=True))
-        ready = all(result.status == "ok" for result in results)
-        return Readiness(status="ready" if ready else "unavailable", components=components)
+        checks = {"database": self._database, "storage": self.storage.ping, "cache": self.stores.ping}
+        return await check_components(checks, limit_seconds=self.timeout)
+
+
+async def select_one(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 class HealthController(Controller):

@@ -1,0 +1,657 @@
+"""`chitram-admin backup`: create, list, verify, restore and prune, on either stack and across them."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import msgspec
+from anyio.abc import TaskGroup
+
+from chitram import __version__
+from chitram.backups.database import (
+    DatabaseExport,
+    drop_all_tables,
+    export_database,
+    load_database,
+    needed_keys_now,
+    tables_with_rows,
+)
+from chitram.backups.repository import (
+    HEARTBEAT,
+    ID_FORMAT,
+    ID_PATTERN,
+    MANIFEST,
+    OBJECT_LIST,
+    VERIFICATION,
+    BackupError,
+    Heartbeat,
+    Manifest,
+    ObjectEntry,
+    Repository,
+    SnapshotFiles,
+    StoredFile,
+    TableDump,
+    Verification,
+)
+from chitram.db import known_revisions, upgrade_to
+from chitram.settings import Settings
+from chitram.storage import ObjectInfo, ObjectNotFound, ObjectStorage, create_storage
+
+HEARTBEAT_SECONDS = 60.0
+# A running backup rewrites its heartbeat every minute; one silent for this long has died.
+ABANDONED_AFTER = timedelta(minutes=15)
+# Objects listed before the previous backup began are unchanged when their size is the same.
+CLOCK_MARGIN = timedelta(seconds=2)
+SNAPSHOT_ATTEMPTS = 3
+STORAGE_PREFIXES = ("originals/", "thumbnails/", "previews/")
+
+Report = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+@asynccontextmanager
+async def _task_group() -> AsyncIterator[TaskGroup]:
+    """A task group whose failure is the first task's own error, not an ExceptionGroup around it."""
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as failure:
+        raise _first_cause(failure) from None
+
+
+def _first_cause(failure: BaseException) -> BaseException:
+    while isinstance(failure, BaseExceptionGroup):
+        failure = failure.exceptions[0]
+    return failure
+
+
+# -- create ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Copied:
+    entries: list[ObjectEntry] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    objects: int = 0
+    bytes: int = 0
+
+
+async def create_backup(
+    settings: Settings,
+    repo: Repository,
+    *,
+    note: str = "",
+    allow_missing: bool = False,
+    report: Report = _quiet,
+) -> Manifest:
+    """Snapshot the database, copy the objects it needs that the destination lacks, write the manifest."""
+    storage = create_storage(settings)
+    try:
+        await repo.ensure_ready()
+        backup_id, started = await _new_id(repo)
+        report(f"backup {backup_id} to {repo.description}")
+        try:
+            async with _task_group() as group:
+                group.start_soon(_heartbeat, repo, backup_id, started)
+                manifest = await _take(settings, storage, repo, backup_id, started, note, allow_missing, report)
+                group.cancel_scope.cancel()
+        except Exception:
+            # Tidy up what can be tidied; a killed backup leaves its folder to `prune`.
+            with suppress(Exception):
+                await _remove_snapshot(repo, SnapshotFiles(backup_id, await _files_of(repo, backup_id)))
+            raise
+        await repo.delete(repo.snapshot_name(backup_id, HEARTBEAT))
+        return manifest
+    finally:
+        await storage.close()
+
+
+async def _files_of(repo: Repository, backup_id: str) -> dict[str, ObjectInfo]:
+    for snapshot in await repo.snapshots():
+        if snapshot.id == backup_id:
+            return snapshot.files
+    return {}
+
+
+async def _new_id(repo: Repository) -> tuple[str, datetime]:
+    """A timestamp id no other backup in this destination has (at most one per second)."""
+    taken = {snapshot.id for snapshot in await repo.snapshots()}
+    while True:
+        now = datetime.now(UTC)
+        backup_id = now.strftime(ID_FORMAT)
+        if backup_id not in taken:
+            return backup_id, now
+        await anyio.sleep(1.0 - now.microsecond / 1_000_000)
+
+
+async def _heartbeat(repo: Repository, backup_id: str, started: datetime) -> None:
+    """Tell `prune` this backup is alive, so it leaves the objects being copied alone."""
+    beat = Heartbeat(started_at=started, host=socket.gethostname(), pid=os.getpid())
+    while True:
+        await repo.put_json(repo.snapshot_name(backup_id, HEARTBEAT), beat)
+        await anyio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _take(
+    settings: Settings,
+    storage: ObjectStorage,
+    repo: Repository,
+    backup_id: str,
+    started: datetime,
+    note: str,
+    allow_missing: bool,
+    report: Report,
+) -> Manifest:
+    parent = await latest_manifest(repo)
+    known = {entry.key: entry for entry in await repo.object_list(parent)} if parent else {}
+    unchanged_before = parent.started_at - CLOCK_MARGIN if parent else started
+    present = await repo.object_sizes()
+    with tempfile.TemporaryDirectory(prefix="chitram-backup-") as work:
+        export, copied = await _consistent_copy(
+            settings, storage, repo, Path(work), known, unchanged_before, present, allow_missing, report
+        )
+        tables = {}
+        for table in export.tables:
+            stored = await repo.upload(repo.snapshot_name(backup_id, f"db/{table.name}.jsonl.gz"), table.path)
+            tables[table.name] = TableDump(rows=table.rows, file=stored)
+        object_list = await _upload_object_list(repo, backup_id, copied.entries, Path(work))
+    manifest = Manifest(
+        id=backup_id,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        app_version=__version__,
+        revision=export.revision,
+        database=export.dialect,
+        storage=settings.storage.storage_backend.value,
+        tables=tables,
+        sequences=export.sequences,
+        objects=object_list,
+        object_count=len(copied.entries),
+        object_bytes=sum(entry.size for entry in copied.entries),
+        copied_objects=copied.objects,
+        copied_bytes=copied.bytes,
+        missing_objects=sorted(copied.missing),
+        note=note,
+    )
+    # The manifest goes last: until it exists, nothing lists this snapshot as a backup.
+    await repo.put_json(repo.snapshot_name(backup_id, MANIFEST), manifest)
+    return manifest
+
+
+async def _consistent_copy(
+    settings: Settings,
+    storage: ObjectStorage,
+    repo: Repository,
+    work: Path,
+    known: dict[str, ObjectEntry],
+    unchanged_before: datetime,
+    present: dict[str, int],
+    allow_missing: bool,
+    report: Report,
+) -> tuple[DatabaseExport, _Copied]:
+    """Export the database, then copy what it needs; again if images were deleted in between.
+
+    An object the snapshot needs can vanish only when its image was deleted after the
+    snapshot (blobs are immutable). A fresh snapshot then no longer needs it.
+    """
+    for _attempt in range(SNAPSHOT_ATTEMPTS):
+        export = await export_database(settings.database_url, work)
+        rows = sum(table.rows for table in export.tables)
+        report(f"database: {len(export.tables)} tables, {rows} rows (revision {export.revision})")
+        listing = {info.key: info for prefix in STORAGE_PREFIXES async for info in storage.list(prefix)}
+        copied = await _copy_objects(
+            storage, repo, export.needed_keys, listing, known, unchanged_before, present, settings, report
+        )
+        if not copied.missing:
+            return export, copied
+        still_needed = sorted(set(copied.missing) & await needed_keys_now(settings.database_url))
+        if not still_needed:
+            report(f"{len(copied.missing)} object(s) went with images deleted during the backup; taking a new snapshot")
+            continue
+        if allow_missing:
+            report(f"warning: {len(still_needed)} object(s) the database needs are missing from storage; recorded")
+            return export, copied
+        shown = ", ".join(still_needed[:10]) + (" …" if len(still_needed) > 10 else "")
+        raise BackupError(
+            f"{len(still_needed)} object(s) the database needs are missing from storage ({shown}); "
+            "`chitram-admin gc` lists them; restore them, or back up anyway with --allow-missing"
+        )
+    raise BackupError("images kept being deleted while the backup ran; run it again")
+
+
+async def _copy_objects(
+    storage: ObjectStorage,
+    repo: Repository,
+    needed: Iterable[str],
+    listing: dict[str, ObjectInfo],
+    known: dict[str, ObjectEntry],
+    unchanged_before: datetime,
+    present: dict[str, int],
+    settings: Settings,
+    report: Report,
+) -> _Copied:
+    copied = _Copied()
+    limiter = anyio.CapacityLimiter(settings.backup.backup_concurrency)
+
+    async def copy(key: str) -> None:
+        async with limiter:
+            entry = await _copy_one(storage, repo, key, listing.get(key), known.get(key), unchanged_before, present)
+        if entry is None:
+            copied.missing.append(key)
+            return
+        copied.entries.append(entry)
+        if entry.sha256 not in present:
+            present[entry.sha256] = entry.size
+            copied.objects += 1
+            copied.bytes += entry.size
+
+    async with _task_group() as group:
+        for key in sorted(needed):
+            group.start_soon(copy, key)
+    copied.entries.sort(key=lambda entry: entry.key)
+    report(f"objects: {len(copied.entries)} needed, {copied.objects} new copied ({copied.bytes} bytes)")
+    return copied
+
+
+async def _copy_one(
+    storage: ObjectStorage,
+    repo: Repository,
+    key: str,
+    info: ObjectInfo | None,
+    previous: ObjectEntry | None,
+    unchanged_before: datetime,
+    present: dict[str, int],
+) -> ObjectEntry | None:
+    if info is None:
+        return None
+    if (
+        previous is not None
+        and previous.size == info.size
+        and info.last_modified < unchanged_before
+        and present.get(previous.sha256) == previous.size
+    ):
+        return previous  # the last backup hashed it, and it has not changed since: like restic's parent
+    try:
+        data = b"".join([chunk async for chunk in storage.read(key, chunk_size=1024 * 1024)])
+    except ObjectNotFound:
+        return None
+    sha256 = await anyio.to_thread.run_sync(_sha256, data)
+    if present.get(sha256) != len(data):
+        await repo.put_object(sha256, data)
+    return ObjectEntry(key=key, sha256=sha256, size=len(data))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _upload_object_list(repo: Repository, backup_id: str, entries: list[ObjectEntry], work: Path) -> StoredFile:
+    path = work / OBJECT_LIST
+    encoder = msgspec.json.Encoder()
+    with gzip.open(path, "wb", compresslevel=6) as out:
+        for entry in entries:
+            out.write(encoder.encode(entry) + b"\n")
+    return await repo.upload(repo.snapshot_name(backup_id, OBJECT_LIST), path)
+
+
+# -- list --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    """One snapshot folder: a complete backup (with a manifest) or an unfinished one."""
+
+    id: str
+    manifest: Manifest | None
+    verification: Verification | None
+    last_change: datetime | None
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+    def abandoned(self, now: datetime) -> bool:
+        """Unfinished and silent long enough that its process must be gone."""
+        return not self.complete and (self.last_change is None or now - self.last_change > ABANDONED_AFTER)
+
+    @property
+    def status(self) -> str:
+        if self.manifest is None:
+            return "incomplete"
+        if self.verification is None:
+            return "not verified"
+        return "verified" if self.verification.ok else "FAILED verification"
+
+
+async def list_backups(repo: Repository) -> list[BackupEntry]:
+    """Every backup in the destination, oldest first; unfinished ones are marked, never good."""
+    entries = []
+    for snapshot in await repo.snapshots():
+        entries.append(await _entry(repo, snapshot))
+    return entries
+
+
+async def _entry(repo: Repository, snapshot: SnapshotFiles) -> BackupEntry:
+    manifest = await repo.manifest(snapshot.id) if snapshot.complete else None
+    verification = None
+    if manifest is not None and VERIFICATION in snapshot.files:
+        verification = await repo.get_json(repo.snapshot_name(snapshot.id, VERIFICATION), Verification)
+    return BackupEntry(snapshot.id, manifest, verification, snapshot.last_change)
+
+
+async def latest_manifest(repo: Repository) -> Manifest | None:
+    for snapshot in reversed(await repo.snapshots()):
+        if snapshot.complete:
+            return await repo.manifest(snapshot.id)
+    return None
+
+
+async def find_manifest(repo: Repository, backup_id: str) -> Manifest:
+    """The manifest of ``backup_id`` ("latest": the newest complete backup)."""
+    if backup_id == "latest":
+        manifest = await latest_manifest(repo)
+        if manifest is None:
+            raise BackupError(f"there is no complete backup in {repo.description} yet")
+        return manifest
+    if not ID_PATTERN.fullmatch(backup_id):
+        raise BackupError(f"{backup_id!r} is not a backup id (YYYYMMDD-HHMMSS, or latest); `backup list` shows them")
+    manifest = await repo.manifest(backup_id)
+    if manifest is None:
+        raise BackupError(
+            f"there is no complete backup {backup_id} in {repo.description}; `chitram-admin backup list` shows them"
+        )
+    return manifest
+
+
+# -- verify ------------------------------------------------------------------------------
+
+
+async def verify_backup(repo: Repository, backup_id: str, *, concurrency: int = 8) -> Verification:
+    """Re-read every file and object of a backup and check each hash and size; record the result."""
+    started = time.monotonic()
+    manifest = await find_manifest(repo, backup_id)
+    problems: list[str] = []
+    files = [dump.file for dump in manifest.tables.values()] + [manifest.objects]
+    for stored in files:
+        problem = await _check(repo, stored.key, stored.sha256, stored.size, stored.key)
+        if problem:
+            problems.append(problem)
+    entries = [] if any(manifest.objects.key in problem for problem in problems) else await repo.object_list(manifest)
+    checked_bytes = 0
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def check_object(entry: ObjectEntry) -> None:
+        nonlocal checked_bytes
+        async with limiter:
+            problem = await _check(repo, repo.object_name(entry.sha256), entry.sha256, entry.size, entry.key)
+        checked_bytes += entry.size
+        if problem:
+            problems.append(problem)
+
+    async with _task_group() as group:
+        for entry in _unique_contents(entries):
+            group.start_soon(check_object, entry)
+    problems.extend(f"{key}: was already missing from storage when the backup ran" for key in manifest.missing_objects)
+    verification = Verification(
+        ok=not problems,
+        checked_at=datetime.now(UTC),
+        seconds=round(time.monotonic() - started, 2),
+        objects=len(entries),
+        bytes=checked_bytes,
+        problems=sorted(problems),
+    )
+    await repo.put_json(repo.snapshot_name(manifest.id, VERIFICATION), verification)
+    return verification
+
+
+def _unique_contents(entries: list[ObjectEntry]) -> list[ObjectEntry]:
+    """One entry per stored content: deduplicated twins share one object in the backup."""
+    seen: dict[str, ObjectEntry] = {}
+    for entry in entries:
+        seen.setdefault(entry.sha256, entry)
+    return list(seen.values())
+
+
+async def _check(repo: Repository, name: str, sha256: str, size: int, label: str) -> str | None:
+    found = await repo.digest(name)
+    where = f"{label}" if label == name else f"{label} (stored as {name})"
+    if found is None:
+        return f"{where}: missing from the backup"
+    actual_sha, actual_size = found
+    if actual_size != size:
+        return f"{where}: {actual_size} bytes instead of {size} (truncated or overwritten)"
+    if actual_sha != sha256:
+        return f"{where}: corrupt (SHA-256 {actual_sha[:16]}… instead of {sha256[:16]}…)"
+    return None
+
+
+# -- restore -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    manifest: Manifest
+    rows: dict[str, int]
+    objects: int
+    bytes: int
+    safety_backup: str | None
+    cleared_cache: bool
+    seconds: float
+
+
+async def restore_backup(
+    settings: Settings,
+    repo: Repository,
+    backup_id: str,
+    *,
+    replace: bool = False,
+    report: Report = _quiet,
+) -> RestoreReport:
+    """Load a backup into the configured database and storage.
+
+    Nothing in the target changes until the backup's files have been read and checked; the
+    objects go first (each checked against its hash before it is written), the database last,
+    in one transaction.
+    """
+    started = time.monotonic()
+    manifest = await find_manifest(repo, backup_id)
+    if manifest.revision not in known_revisions():
+        raise BackupError(
+            f"backup {manifest.id} was made by chitram {manifest.app_version} at migration {manifest.revision}, "
+            f"which this version ({__version__}) does not know; restore it with that version or a newer one"
+        )
+    if settings.is_embedded_database:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    occupied = await tables_with_rows(settings.database_url)
+    if occupied and not replace:
+        raise BackupError(
+            f"the target database is not empty (rows in {', '.join(occupied)}); restoring replaces everything in "
+            "it: add --yes to go ahead (a safety backup of what is there now is taken first)"
+        )
+    with tempfile.TemporaryDirectory(prefix="chitram-restore-") as work:
+        files = await _fetch_tables(repo, manifest, Path(work))
+        entries = await repo.object_list(manifest)
+        safety = None
+        if occupied:
+            report("taking a safety backup of the target first")
+            safety = (
+                await create_backup(
+                    settings, repo, note=f"safety backup before restoring {manifest.id}", allow_missing=True
+                )
+            ).id
+            report(f"safety backup {safety} written")
+        restored_bytes = await _restore_objects(settings, repo, entries, report)
+        report("database: replacing every table")
+        await drop_all_tables(settings.database_url)
+        await anyio.to_thread.run_sync(upgrade_to, settings, manifest.revision)
+        rows = await load_database(settings.database_url, files, manifest.sequences)
+        await anyio.to_thread.run_sync(upgrade_to, settings, "head")
+    cleared = await clear_cached_state(settings)
+    return RestoreReport(
+        manifest=manifest,
+        rows=rows,
+        objects=len(entries),
+        bytes=restored_bytes,
+        safety_backup=safety,
+        cleared_cache=cleared,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+async def _fetch_tables(repo: Repository, manifest: Manifest, work: Path) -> dict[str, Path]:
+    files = {}
+    for name, dump in manifest.tables.items():
+        path = work / f"{name}.jsonl.gz"
+        await repo.download(dump.file, path)
+        files[name] = path
+    return files
+
+
+async def _restore_objects(settings: Settings, repo: Repository, entries: list[ObjectEntry], report: Report) -> int:
+    storage = create_storage(settings)
+    limiter = anyio.CapacityLimiter(settings.backup.backup_concurrency)
+    restored = 0
+
+    async def restore(entry: ObjectEntry) -> None:
+        nonlocal restored
+        async with limiter:
+            try:
+                data = await repo.read_object(entry.sha256)
+            except ObjectNotFound:
+                raise BackupError(
+                    f"{entry.key} is missing from the backup; nothing was changed in the database"
+                ) from None
+            if len(data) != entry.size or await anyio.to_thread.run_sync(_sha256, data) != entry.sha256:
+                raise BackupError(f"{entry.key} is corrupt in the backup; nothing was changed in the database")
+            await storage.put(entry.key, data, content_type=_content_type(entry.key))
+        restored += entry.size
+
+    try:
+        await storage.ensure_ready()
+        async with _task_group() as group:
+            for entry in entries:
+                group.start_soon(restore, entry)
+    finally:
+        await storage.close()
+    report(f"objects: {len(entries)} restored ({restored} bytes)")
+    return restored
+
+
+_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+
+
+def _content_type(key: str) -> str:
+    return _TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+async def clear_cached_state(settings: Settings) -> bool:
+    """Drop cached metadata and web sessions from Redis (restored epochs must not revive old sessions).
+
+    False when there is no Redis: a running embedded server keeps both in its own memory.
+    """
+    if not settings.cache.redis_url:
+        return False
+    from chitram.stores import NAMESPACE, create_stores
+
+    stores = create_stores(settings)
+    assert stores.redis is not None
+    try:
+        for pattern in (f"{NAMESPACE}:cache:*", f"{NAMESPACE}:session:*"):
+            keys = [key async for key in stores.redis.scan_iter(match=pattern, count=500)]
+            for start in range(0, len(keys), 500):
+                await stores.redis.unlink(*keys[start : start + 500])
+    finally:
+        await stores.close()
+    return True
+
+
+# -- prune -------------------------------------------------------------------------------
+
+
+@dataclass
+class PruneReport:
+    kept: dict[str, str]  # id -> why
+    removed: list[str]
+    abandoned: list[str]
+    removed_objects: int = 0
+    removed_bytes: int = 0
+    objects_skipped_because: str = ""
+
+
+async def prune_backups(
+    repo: Repository,
+    *,
+    keep_days: int,
+    keep_last: int,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PruneReport:
+    """Remove backups outside the policy, then the objects no kept backup needs.
+
+    Kept: every backup younger than ``keep_days``, the newest ``keep_last``, and always the
+    newest verified one. Manifests go first, so an interrupted prune never leaves a listed
+    backup without its objects.
+    """
+    now = now or datetime.now(UTC)
+    entries = await list_backups(repo)
+    complete = [entry for entry in reversed(entries) if entry.manifest is not None]
+    kept = _policy(complete, keep_days=keep_days, keep_last=keep_last, now=now)
+    result = PruneReport(
+        kept=kept,
+        removed=[entry.id for entry in complete if entry.id not in kept],
+        abandoned=[entry.id for entry in entries if entry.abandoned(now)],
+    )
+    running = [entry.id for entry in entries if not entry.complete and not entry.abandoned(now)]
+    if not dry_run:
+        snapshots = {snapshot.id: snapshot for snapshot in await repo.snapshots()}
+        for backup_id in result.removed + result.abandoned:
+            await _remove_snapshot(repo, snapshots[backup_id])
+    if running:
+        result.objects_skipped_because = f"backup {', '.join(running)} is running"
+        return result
+    needed: set[str] = set()
+    for entry in complete:
+        if entry.id in kept and entry.manifest is not None:
+            needed.update(item.sha256 for item in await repo.object_list(entry.manifest))
+    for sha256, size in (await repo.object_sizes()).items():
+        if sha256 not in needed:
+            result.removed_objects += 1
+            result.removed_bytes += size
+            if not dry_run:
+                await repo.delete_object(sha256)
+    return result
+
+
+def _policy(newest_first: list[BackupEntry], *, keep_days: int, keep_last: int, now: datetime) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    for entry in newest_first[:keep_last]:
+        kept[entry.id] = f"one of the newest {keep_last}"
+    for entry in newest_first:
+        assert entry.manifest is not None
+        if now - entry.manifest.started_at < timedelta(days=keep_days):
+            kept.setdefault(entry.id, f"younger than {keep_days} days")
+    verified = next((entry for entry in newest_first if entry.verification and entry.verification.ok), None)
+    if verified is not None:
+        kept.setdefault(verified.id, "the newest verified backup")
+    return kept
+
+
+async def _remove_snapshot(repo: Repository, snapshot: SnapshotFiles) -> None:
+    names = sorted(snapshot.files, key=lambda name: name != MANIFEST)  # the manifest first
+    for name in names:
+        await repo.delete(repo.snapshot_name(snapshot.id, name))
