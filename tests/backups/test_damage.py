@@ -57,7 +57,7 @@ async def test_verify_names_each_corrupt_truncated_and_missing_object(stacks: St
 
     entries = await repo.object_list(await find_manifest(repo, backup_id))
     originals = [entry for entry in entries if entry.key.startswith("originals/")]
-    corrupt, truncated, lost = originals[0], originals[1], [e for e in entries if e.key.startswith("thumbnails/")][0]
+    corrupt, truncated, lost = originals[0], originals[1], next(e for e in entries if e.key.startswith("thumbnails/"))
     path = object_file(dest, corrupt.sha256)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different bytes

@@ -21,7 +21,7 @@ from PIL import Image
 from chitram.backups.service import list_backups, prune_backups, restore_backup, verify_backup
 from chitram.db import upgrade_to_head
 from chitram.settings import Settings
-from tests.accounts.conftest import create_test_app, create_user, create_token, upload_as
+from tests.accounts.conftest import create_test_app, create_token, create_user, upload_as
 from tests.backups.conftest import Stacks, repository, state_of
 from tests.backups.test_damage import backup_cli
 from tests.conftest import settings_env

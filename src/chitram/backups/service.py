@@ -395,17 +395,17 @@ async def verify_backup(repo: Repository, backup_id: str, *, concurrency: int = 
     checked_bytes = 0
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def check_object(entry: ObjectEntry) -> None:
+    async def check_object(entry: ObjectEntry, keys: list[str]) -> None:
         nonlocal checked_bytes
         async with limiter:
-            problem = await _check(repo, repo.object_name(entry.sha256), entry.sha256, entry.size, entry.key)
+            problem = await _check(repo, repo.object_name(entry.sha256), entry.sha256, entry.size, ", ".join(keys))
         checked_bytes += entry.size
         if problem:
             problems.append(problem)
 
     async with _task_group() as group:
-        for entry in _unique_contents(entries):
-            group.start_soon(check_object, entry)
+        for entry, keys in _by_content(entries):
+            group.start_soon(check_object, entry, keys)
     problems.extend(f"{key}: was already missing from storage when the backup ran" for key in manifest.missing_objects)
     verification = Verification(
         ok=not problems,
@@ -419,12 +419,12 @@ async def verify_backup(repo: Repository, backup_id: str, *, concurrency: int = 
     return verification
 
 
-def _unique_contents(entries: list[ObjectEntry]) -> list[ObjectEntry]:
-    """One entry per stored content: deduplicated twins share one object in the backup."""
-    seen: dict[str, ObjectEntry] = {}
+def _by_content(entries: list[ObjectEntry]) -> list[tuple[ObjectEntry, list[str]]]:
+    """Each stored content once, with every key that has it (identical variants share one object)."""
+    groups: dict[str, tuple[ObjectEntry, list[str]]] = {}
     for entry in entries:
-        seen.setdefault(entry.sha256, entry)
-    return list(seen.values())
+        groups.setdefault(entry.sha256, (entry, []))[1].append(entry.key)
+    return list(groups.values())
 
 
 async def _check(repo: Repository, name: str, sha256: str, size: int, label: str) -> str | None:
