@@ -41,6 +41,18 @@ migrate:
 make-migration MESSAGE:
     uv run chitram-admin db make-migrations --autogenerate --no-prompt -m "{{MESSAGE}}"
 
+# Back up now (create, verify, prune) with the CHITRAM_* settings of this shell; DEST as in `chitram-admin backup --help`
+backup DEST="":
+    uv run chitram-admin backup run {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+
+# List the backups (newest last)
+backups DEST="":
+    uv run chitram-admin backup list {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+
+# Restore backup ID (or `latest`) into the configured database and storage; stop the app first
+restore ID DEST="":
+    uv run chitram-admin backup restore {{quote(ID)}} {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+
 # Everything CI checks
 check: lint typecheck test
 

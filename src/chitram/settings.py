@@ -200,6 +200,8 @@ class BackupSettings(_Section):
     @classmethod
     def _endpoint_without_scheme(cls, values: Any) -> Any:
         if isinstance(values, dict):
+            if values.get("backup_s3_secure") == "":  # set but empty: as if unset, like the others
+                values = {key: value for key, value in values.items() if key != "backup_s3_secure"}
             endpoint = str(values.get("backup_s3_endpoint") or "").strip().rstrip("/")
             if endpoint.startswith("https://"):
                 values = {**values, "backup_s3_secure": True}

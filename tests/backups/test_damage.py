@@ -74,8 +74,15 @@ async def test_verify_names_each_corrupt_truncated_and_missing_object(stacks: St
     assert any(line.startswith(truncated.key) and "100 bytes instead of" in line for line in problems)
     assert any(line.startswith(lost.key) and "missing from the backup" in line for line in problems)
 
+    assert sum("the damaged copy was removed" in line for line in problems) == 2
+
     listed = await anyio.to_thread.run_sync(backup_cli, source, "list", "--dest", str(dest), "--json")
     assert json.loads(listed.stdout)[0]["status"] == "FAILED verification"
+
+    # The next backup copies the three objects again from storage, and is whole.
+    again = await anyio.to_thread.run_sync(backup_cli, source, "create", "--dest", str(dest), "--verify")
+    assert again.exit_code == 0, again.output
+    assert ", 3 copied (" in again.stdout and " verified: " in again.stdout
 
 
 async def test_restore_refuses_a_damaged_backup_and_leaves_the_target_as_it_was(stacks: Stacks, tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ ABANDONED_AFTER = timedelta(minutes=15)
 CLOCK_MARGIN = timedelta(seconds=2)
 SNAPSHOT_ATTEMPTS = 3
 STORAGE_PREFIXES = ("originals/", "thumbnails/", "previews/")
+MISSING = "missing from the backup"
 
 Report = Callable[[str], None]
 
@@ -255,7 +256,7 @@ async def _copy_objects(
             copied.missing.append(key)
             return
         copied.entries.append(entry)
-        if entry.sha256 not in present:
+        if present.get(entry.sha256) != entry.size:
             present[entry.sha256] = entry.size
             copied.objects += 1
             copied.bytes += entry.size
@@ -292,6 +293,8 @@ async def _copy_one(
         return None
     sha256 = await anyio.to_thread.run_sync(_sha256, data)
     if present.get(sha256) != len(data):
+        # Counted by the caller, which sees the same `present` (marked there, not here, so two
+        # keys with the same content copy it at most twice and count it once).
         await repo.put_object(sha256, data)
     return ObjectEntry(key=key, sha256=sha256, size=len(data))
 
@@ -398,7 +401,13 @@ async def verify_backup(repo: Repository, backup_id: str, *, concurrency: int = 
     async def check_object(entry: ObjectEntry, keys: list[str]) -> None:
         nonlocal checked_bytes
         async with limiter:
-            problem = await _check(repo, repo.object_name(entry.sha256), entry.sha256, entry.size, ", ".join(keys))
+            name = repo.object_name(entry.sha256)
+            problem = await _check(repo, name, entry.sha256, entry.size, ", ".join(keys))
+            if problem and not problem.endswith(MISSING):
+                # Useless to every restore as it is, and it would stop the next backup from
+                # copying the object again (the destination seems to hold it): take it away.
+                await repo.delete(name)
+                problem += "; the damaged copy was removed, the next backup copies it again"
         checked_bytes += entry.size
         if problem:
             problems.append(problem)
@@ -431,7 +440,7 @@ async def _check(repo: Repository, name: str, sha256: str, size: int, label: str
     found = await repo.digest(name)
     where = f"{label}" if label == name else f"{label} (stored as {name})"
     if found is None:
-        return f"{where}: missing from the backup"
+        return f"{where}: {MISSING}"
     actual_sha, actual_size = found
     if actual_size != size:
         return f"{where}: {actual_size} bytes instead of {size} (truncated or overwritten)"

@@ -67,7 +67,9 @@ def backup_group() -> None:
     is_flag=True,
     help="Record objects the database names but storage lacks, instead of refusing to back up.",
 )
-@click.option("--verify", "then_verify", is_flag=True, help="Verify the new backup right away (re-reads it).")
+@click.option(
+    "--verify", "then_verify", is_flag=True, help="Verify the new backup right away (re-reads it); exit 1 if it fails."
+)
 def backup_create(dest: str | None, note: str, allow_missing: bool, then_verify: bool) -> None:
     """Back up the database and the objects it needs; prints the new backup's id."""
     from chitram.backups.service import create_backup, verify_backup
@@ -92,6 +94,7 @@ def backup_create(dest: str | None, note: str, allow_missing: bool, then_verify:
     )
     if verification is not None:
         _show_verification(manifest.id, verification)
+        sys.exit(0 if verification.ok else 1)
 
 
 @backup_group.command(name="list")
