@@ -53,6 +53,10 @@ backups DEST="":
 restore ID DEST="":
     uv run chitram-admin backup restore {{quote(ID)}} {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
 
+# Seed a stack with IMAGES photos, then time backup, verify and restore against a plain copy (both stacks)
+backup-drill IMAGES="300" STACK="both":
+    uv run python -m scripts.backup_drill --images {{IMAGES}} --stack {{STACK}}
+
 # Everything CI checks
 check: lint typecheck test
 
