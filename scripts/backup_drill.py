@@ -48,6 +48,7 @@ from chitram.settings import (
     BackupSettings,
     CacheSettings,
     DatabaseSettings,
+    LimitSettings,
     ServerSettings,
     Settings,
     StorageBackend,
@@ -58,6 +59,13 @@ from chitram.storage import create_storage
 from tests.support.services import start_postgres, start_redis, start_s3
 
 SECRET = "backup-drill-secret-key-0123456789abcdef"
+# The drill uploads hundreds of images from one address in a minute.
+NO_LIMITS = LimitSettings(
+    uploads_per_hour_per_ip=0,
+    anonymous_uploads_per_hour_per_ip=0,
+    uploads_per_hour_per_account=0,
+    anonymous_bytes_per_day_per_ip=0,
+)
 
 
 def photo(rng: random.Random) -> bytes:
@@ -146,6 +154,7 @@ class Stacks:
         return Settings(
             server=ServerSettings(data_dir=self.root / name, secret_key=SECRET),
             upload=UploadSettings(processing_concurrency=2),
+            limits=NO_LIMITS,
         )
 
     def production(self, name: str) -> Settings:
@@ -171,6 +180,7 @@ class Stacks:
             ),
             cache=CacheSettings(redis_url=self.redis.url_for_db(3)),
             upload=UploadSettings(processing_concurrency=2),
+            limits=NO_LIMITS,
             backup=BackupSettings(),
         )
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import anyio.to_thread
 import certifi
@@ -276,31 +276,28 @@ def _filesystem_errors(root: Path) -> Iterator[None]:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    _replace_atomically(path, lambda handle: handle.write(data))
+
+
+def _copy_atomically(source: Path, path: Path) -> None:
+    def copy(handle: BinaryIO) -> None:
+        with source.open("rb") as reader:
+            shutil.copyfileobj(reader, handle, DEFAULT_CHUNK_SIZE * 16)
+
+    _replace_atomically(path, copy)
+
+
+def _replace_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Fill a temp file in the same folder, fsync it, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so os.replace is a rename within one filesystem, which is atomic.
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp creates 0600
-            handle.write(data)
+            fill(handle)
             handle.flush()
             # Without fsync a crash after the rename can leave the name pointing at empty data.
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        _unlink(Path(temp_name))
-        raise
-    _fsync_dir(path.parent)
-
-
-def _copy_atomically(source: Path, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            shutil.copyfileobj(reader, handle, DEFAULT_CHUNK_SIZE * 16)
-            handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
     except BaseException:

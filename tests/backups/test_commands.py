@@ -33,10 +33,21 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+async def seeded(settings: Settings) -> None:
+    await anyio.to_thread.run_sync(upgrade_to_head, settings)
+    await seed(settings, images_per_user=1)
+
+
+async def backed_up(settings: Settings, dest: str) -> str:
+    """`backup create`; the new backup's id."""
+    code, out, err = await cli(settings, "create", "--dest", dest)
+    assert code == 0, err
+    return out.split(":")[0].removeprefix("backup ")
+
+
 async def test_create_list_and_verify_report_what_an_operator_needs(stacks: Stacks, tmp_path: Path) -> None:
     source = stacks.embedded("source")
-    await anyio.to_thread.run_sync(upgrade_to_head, source)
-    await seed(source, images_per_user=1)
+    await seeded(source)
     dest = str(tmp_path / "backups")
 
     code, out, err = await cli(source, "create", "--dest", dest, "--verify")
@@ -73,12 +84,10 @@ async def test_restore_refuses_a_target_with_data_unless_told_and_then_keeps_a_s
     stacks: Stacks, tmp_path: Path
 ) -> None:
     source = stacks.embedded("source")
-    await anyio.to_thread.run_sync(upgrade_to_head, source)
-    await seed(source, images_per_user=1)
+    await seeded(source)
     dest = str(tmp_path / "backups")
-    _, out, _ = await cli(source, "create", "--dest", dest)
-    backup_id = out.split(":")[0].removeprefix("backup ")
-    backed_up = await state_of(source)
+    backup_id = await backed_up(source, dest)
+    saved = await state_of(source)
 
     target = stacks.embedded("target")
     await anyio.to_thread.run_sync(upgrade_to_head, target)
@@ -96,7 +105,7 @@ async def test_restore_refuses_a_target_with_data_unless_told_and_then_keeps_a_s
     assert out.startswith(f"restored backup {backup_id}: ") and "3 users" in out and "2 api_tokens" in out, out
     safety = re.search(r"what was there before is in safety backup (\d{8}-\d{6})", out)
     assert safety, out
-    assert (await state_of(target)).rows == backed_up.rows
+    assert (await state_of(target)).rows == saved.rows
     assert "note: without Redis a running `chitram` keeps its own cache: restart it now" in err
 
     _, listed, _ = await cli(target, "list", "--dest", dest, "--json")
@@ -113,11 +122,9 @@ async def test_restore_clears_cached_metadata_and_sessions_in_redis_but_not_rate
     production_stacks: Stacks, tmp_path: Path
 ) -> None:
     source = production_stacks.production("source")
-    await anyio.to_thread.run_sync(upgrade_to_head, source)
-    await seed(source, images_per_user=1)
+    await seeded(source)
     dest = str(tmp_path / "backups")
-    code, _, err = await cli(source, "create", "--dest", dest)
-    assert code == 0, err
+    await backed_up(source, dest)
     target = production_stacks.production("target")
     store = redis.Redis.from_url(target.cache.redis_url)
     store.set("chitram:cache:image:abc", b"stale")
@@ -138,8 +145,7 @@ async def test_a_backup_from_a_newer_version_is_refused_with_what_to_do(stacks: 
     source = stacks.embedded("source")
     await anyio.to_thread.run_sync(upgrade_to_head, source)
     dest = tmp_path / "backups"
-    _, out, _ = await cli(source, "create", "--dest", str(dest))
-    backup_id = out.split(":")[0].removeprefix("backup ")
+    backup_id = await backed_up(source, str(dest))
     path = dest / "snapshots" / backup_id / "manifest.json"
     manifest = msgspec.json.decode(path.read_bytes(), type=Manifest)
     newer = msgspec.structs.replace(manifest, revision="ffffffffffff", app_version="9.0.0")
@@ -153,8 +159,7 @@ async def test_a_backup_from_a_newer_version_is_refused_with_what_to_do(stacks: 
 
 async def test_a_missing_object_stops_the_backup_unless_allowed(stacks: Stacks, tmp_path: Path) -> None:
     source = stacks.embedded("source")
-    await anyio.to_thread.run_sync(upgrade_to_head, source)
-    await seed(source, images_per_user=1)
+    await seeded(source)
     lost = sorted(await stored_objects(source))[0]
     storage = create_storage(source)
     await storage.delete(lost)
