@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from chitram.backups.repository import BackupError
-from chitram.db import VERSION_TABLE
+from chitram.db import VERSION_TABLE, load_metadata
 
 BATCH_ROWS = 1000
 # Objects a backup must hold: those of every blob an image still points at. Blobs at
@@ -63,6 +64,8 @@ def open_engine(url: str) -> AsyncEngine:
         def _connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
+            # As the app does: in WAL mode the export's long read blocks no writer.
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
@@ -74,6 +77,23 @@ def open_engine(url: str) -> AsyncEngine:
     return engine
 
 
+@asynccontextmanager
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine for one step; a database that fails says so in one line, naming which."""
+    engine = open_engine(url)
+    try:
+        yield engine
+    except (OSError, sa.exc.DBAPIError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise BackupError(
+            f"the database failed ({type(exc).__name__}: {detail}) at {where}; check CHITRAM_DATABASE_URL "
+            "and that the database is running"
+        ) from exc
+    finally:
+        await engine.dispose()
+
+
 def _reflect(connection: Connection) -> sa.MetaData:
     metadata = sa.MetaData()
     metadata.reflect(connection)
@@ -81,8 +101,13 @@ def _reflect(connection: Connection) -> sa.MetaData:
 
 
 def _data_tables(metadata: sa.MetaData) -> list[sa.Table]:
-    """Tables in dependency order (referenced before referencing), without Alembic's own."""
-    return [table for table in metadata.sorted_tables if table.name != VERSION_TABLE]
+    """Chitram's tables in dependency order (referenced before referencing), without Alembic's.
+
+    Only Chitram's: a database shared with other software, or a table left behind, is neither
+    backed up nor dropped.
+    """
+    ours = set(load_metadata().tables)
+    return [table for table in metadata.sorted_tables if table.name in ours]
 
 
 # -- export ------------------------------------------------------------------------------
@@ -90,17 +115,13 @@ def _data_tables(metadata: sa.MetaData) -> list[sa.Table]:
 
 async def export_database(url: str, folder: Path) -> DatabaseExport:
     """Write every table to ``folder`` from one consistent snapshot."""
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as connection:
+    async with _engine(url) as engine, engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
             if engine.dialect.name == "postgresql":
-                connection = await connection.execution_options(isolation_level="REPEATABLE READ")
-            async with connection.begin():
-                if engine.dialect.name == "postgresql":
-                    await connection.execute(text("SET TRANSACTION READ ONLY"))
-                return await _export(connection, folder)
-    finally:
-        await engine.dispose()
+                await connection.execute(text("SET TRANSACTION READ ONLY"))
+            return await _export(connection, folder)
 
 
 async def _export(connection: AsyncConnection, folder: Path) -> DatabaseExport:
@@ -191,12 +212,8 @@ async def _pg_sequence(connection: AsyncConnection, table: sa.Table) -> str | No
 
 async def needed_keys_now(url: str) -> set[str]:
     """The objects the live database needs at this moment."""
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as connection:
-            return {key for row in await connection.execute(_NEEDED_KEYS) for key in row}
-    finally:
-        await engine.dispose()
+    async with _engine(url) as engine, engine.connect() as connection:
+        return {key for row in await connection.execute(_NEEDED_KEYS) for key in row}
 
 
 # -- load --------------------------------------------------------------------------------
@@ -204,48 +221,37 @@ async def needed_keys_now(url: str) -> set[str]:
 
 async def tables_with_rows(url: str) -> list[str]:
     """Names of the tables that hold rows: a restore target must have none."""
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as connection:
-            metadata = await connection.run_sync(_reflect)
-            names = []
-            for table in _data_tables(metadata):
-                if (await connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1))).first():
-                    names.append(table.name)
-            return names
-    finally:
-        await engine.dispose()
+    async with _engine(url) as engine, engine.connect() as connection:
+        metadata = await connection.run_sync(_reflect)
+        names = []
+        for table in _data_tables(metadata):
+            if (await connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1))).first():
+                names.append(table.name)
+        return names
 
 
 async def drop_all_tables(url: str) -> None:
     """Empty the target completely, Alembic's version table included, so migrations start over."""
-    engine = open_engine(url)
-    try:
-        async with engine.begin() as connection:
-            metadata = await connection.run_sync(_reflect)
-            await connection.run_sync(metadata.drop_all)
-    finally:
-        await engine.dispose()
+    async with _engine(url) as engine, engine.begin() as connection:
+        metadata = await connection.run_sync(_reflect)
+        ours = [*_data_tables(metadata), *[table for table in metadata.sorted_tables if table.name == VERSION_TABLE]]
+        await connection.run_sync(lambda sync: metadata.drop_all(sync, tables=ours))
 
 
 async def load_database(url: str, files: dict[str, Path], sequences: dict[str, int]) -> dict[str, int]:
     """Insert every exported row (one transaction) into the freshly migrated, empty schema."""
-    engine = open_engine(url)
-    try:
-        async with engine.begin() as connection:
-            metadata = await connection.run_sync(_reflect)
-            tables = {table.name: table for table in _data_tables(metadata)}
-            unknown = sorted(set(files) - set(tables))
-            if unknown:
-                raise BackupError(f"the backup has tables this schema lacks: {', '.join(unknown)}")
-            counts = {}
-            for name, table in tables.items():
-                if name in files:
-                    counts[name] = await _load_table(connection, table, files[name])
-            await _restore_sequences(connection, tables.values(), sequences)
-            return counts
-    finally:
-        await engine.dispose()
+    async with _engine(url) as engine, engine.begin() as connection:
+        metadata = await connection.run_sync(_reflect)
+        tables = {table.name: table for table in _data_tables(metadata)}
+        unknown = sorted(set(files) - set(tables))
+        if unknown:
+            raise BackupError(f"the backup has tables this schema lacks: {', '.join(unknown)}")
+        counts = {}
+        for name, table in tables.items():
+            if name in files:
+                counts[name] = await _load_table(connection, table, files[name])
+        await _restore_sequences(connection, tables.values(), sequences)
+        return counts
 
 
 async def _load_table(connection: AsyncConnection, table: sa.Table, path: Path) -> int:

@@ -115,6 +115,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
     started_at: datetime
     host: str
     pid: int
+    nonce: str = ""  # tells two backups that started in the same second apart
 
 
 @dataclass

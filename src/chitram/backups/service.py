@@ -5,14 +5,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
+import secrets
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -47,7 +50,7 @@ from chitram.backups.repository import (
 )
 from chitram.db import known_revisions, upgrade_to
 from chitram.settings import Settings
-from chitram.storage import ObjectInfo, ObjectNotFound, ObjectStorage, create_storage
+from chitram.storage import ObjectInfo, ObjectNotFound, ObjectStorage, StorageError, create_storage
 
 HEARTBEAT_SECONDS = 60.0
 # A running backup rewrites its heartbeat every minute; one silent for this long has died.
@@ -56,9 +59,11 @@ ABANDONED_AFTER = timedelta(minutes=15)
 CLOCK_MARGIN = timedelta(seconds=2)
 SNAPSHOT_ATTEMPTS = 3
 STORAGE_PREFIXES = ("originals/", "thumbnails/", "previews/")
+TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 MISSING = "missing from the backup"
 
 Report = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _quiet(_message: str) -> None:
@@ -73,6 +78,20 @@ async def _task_group() -> AsyncIterator[TaskGroup]:
             yield group
     except BaseExceptionGroup as failure:
         raise _first_cause(failure) from None
+
+
+async def _for_each(items: Iterable[T], work: Callable[[T], Awaitable[None]], *, workers: int) -> None:
+    """Run ``work`` on every item, ``workers`` at a time, with one task per worker (not per item:
+    a backup of a large site handles hundreds of thousands of objects)."""
+    shared = iter(items)
+
+    async def worker() -> None:
+        for item in shared:  # next() never awaits, so workers never take the same item
+            await work(item)
+
+    async with _task_group() as group:
+        for _ in range(workers):
+            group.start_soon(worker)
 
 
 def _first_cause(failure: BaseException) -> BaseException:
@@ -101,14 +120,15 @@ async def create_backup(
     report: Report = _quiet,
 ) -> Manifest:
     """Snapshot the database, copy the objects it needs that the destination lacks, write the manifest."""
+    _require_database(settings)
     storage = create_storage(settings)
     try:
         await repo.ensure_ready()
-        backup_id, started = await _new_id(repo)
+        backup_id, started, beat = await _claim_id(repo)
         report(f"backup {backup_id} to {repo.description}")
         try:
             async with _task_group() as group:
-                group.start_soon(_heartbeat, repo, backup_id, started)
+                group.start_soon(_keep_beating, repo, backup_id, beat)
                 manifest = await _take(settings, storage, repo, backup_id, started, note, allow_missing, report)
                 group.cancel_scope.cancel()
         except Exception:
@@ -122,6 +142,15 @@ async def create_backup(
         await storage.close()
 
 
+def _require_database(settings: Settings) -> None:
+    """An embedded database that is not there: say so, instead of backing up a new empty one."""
+    if settings.is_embedded_database and not (settings.data_dir / "chitram.db").exists():
+        raise BackupError(
+            f"there is no database at {settings.data_dir / 'chitram.db'}; set CHITRAM_DATA_DIR "
+            "(or CHITRAM_DATABASE_URL) to the installation's"
+        )
+
+
 async def _files_of(repo: Repository, backup_id: str) -> dict[str, ObjectInfo]:
     for snapshot in await repo.snapshots():
         if snapshot.id == backup_id:
@@ -129,23 +158,31 @@ async def _files_of(repo: Repository, backup_id: str) -> dict[str, ObjectInfo]:
     return {}
 
 
-async def _new_id(repo: Repository) -> tuple[str, datetime]:
-    """A timestamp id no other backup in this destination has (at most one per second)."""
-    taken = {snapshot.id for snapshot in await repo.snapshots()}
+async def _claim_id(repo: Repository) -> tuple[str, datetime, Heartbeat]:
+    """A timestamp id no other backup in this destination has, claimed by writing its heartbeat.
+
+    The heartbeat goes first, before anything in the destination is read: from then on `prune`
+    leaves every object alone. Two backups starting in the same second both write one; the
+    one that reads back a heartbeat that is not its own waits for the next second.
+    """
     while True:
+        taken = {snapshot.id for snapshot in await repo.snapshots()}
         now = datetime.now(UTC)
         backup_id = now.strftime(ID_FORMAT)
         if backup_id not in taken:
-            return backup_id, now
+            beat = Heartbeat(started_at=now, host=socket.gethostname(), pid=os.getpid(), nonce=secrets.token_hex(8))
+            name = repo.snapshot_name(backup_id, HEARTBEAT)
+            await repo.put_json(name, beat)
+            if await repo.get_json(name, Heartbeat) == beat:
+                return backup_id, now, beat
         await anyio.sleep(1.0 - now.microsecond / 1_000_000)
 
 
-async def _heartbeat(repo: Repository, backup_id: str, started: datetime) -> None:
+async def _keep_beating(repo: Repository, backup_id: str, beat: Heartbeat) -> None:
     """Tell `prune` this backup is alive, so it leaves the objects being copied alone."""
-    beat = Heartbeat(started_at=started, host=socket.gethostname(), pid=os.getpid())
     while True:
-        await repo.put_json(repo.snapshot_name(backup_id, HEARTBEAT), beat)
         await anyio.sleep(HEARTBEAT_SECONDS)
+        await repo.put_json(repo.snapshot_name(backup_id, HEARTBEAT), beat)
 
 
 async def _take(
@@ -158,8 +195,7 @@ async def _take(
     allow_missing: bool,
     report: Report,
 ) -> Manifest:
-    parent = await latest_manifest(repo)
-    known = {entry.key: entry for entry in await repo.object_list(parent)} if parent else {}
+    parent, known = await _previous_backup(repo, report)
     unchanged_before = parent.started_at - CLOCK_MARGIN if parent else started
     present = await repo.object_sizes()
     with tempfile.TemporaryDirectory(prefix="chitram-backup-") as work:
@@ -192,6 +228,21 @@ async def _take(
     # The manifest goes last: until it exists, nothing lists this snapshot as a backup.
     await repo.put_json(repo.snapshot_name(backup_id, MANIFEST), manifest)
     return manifest
+
+
+async def _previous_backup(repo: Repository, report: Report) -> tuple[Manifest | None, dict[str, ObjectEntry]]:
+    """The newest complete backup and its objects by key, to skip hashing unchanged objects.
+
+    If it cannot be read, this backup hashes everything: a damaged backup must not stop
+    every later one.
+    """
+    try:
+        parent = await latest_manifest(repo)
+        known = {entry.key: entry for entry in await repo.object_list(parent)} if parent else {}
+    except (BackupError, StorageError) as exc:
+        report(f"warning: the previous backup cannot be read ({exc}); hashing every object again")
+        return None, {}
+    return parent, known
 
 
 async def _consistent_copy(
@@ -247,11 +298,9 @@ async def _copy_objects(
     report: Report,
 ) -> _Copied:
     copied = _Copied()
-    limiter = anyio.CapacityLimiter(settings.backup.backup_concurrency)
 
     async def copy(key: str) -> None:
-        async with limiter:
-            entry = await _copy_one(storage, repo, key, listing.get(key), known.get(key), unchanged_before, present)
+        entry = await _copy_one(storage, repo, key, listing.get(key), known.get(key), unchanged_before, present)
         if entry is None:
             copied.missing.append(key)
             return
@@ -261,9 +310,7 @@ async def _copy_objects(
             copied.objects += 1
             copied.bytes += entry.size
 
-    async with _task_group() as group:
-        for key in sorted(needed):
-            group.start_soon(copy, key)
+    await _for_each(sorted(needed), copy, workers=settings.backup.backup_concurrency)
     copied.entries.sort(key=lambda entry: entry.key)
     report(f"objects: {len(copied.entries)} needed, {copied.objects} new copied ({copied.bytes} bytes)")
     return copied
@@ -323,17 +370,22 @@ class BackupEntry:
     manifest: Manifest | None
     verification: Verification | None
     last_change: datetime | None
+    damaged: str = ""  # why its manifest (or verification record) cannot be read
 
     @property
     def complete(self) -> bool:
         return self.manifest is not None
 
     def abandoned(self, now: datetime) -> bool:
-        """Unfinished and silent long enough that its process must be gone."""
-        return not self.complete and (self.last_change is None or now - self.last_change > ABANDONED_AFTER)
+        """Unfinished and silent long enough that its process must be gone (never a damaged backup:
+        that one is left for a person to look at)."""
+        silent = self.last_change is None or now - self.last_change > ABANDONED_AFTER
+        return not self.complete and not self.damaged and silent
 
     @property
     def status(self) -> str:
+        if self.damaged:
+            return "DAMAGED"
         if self.manifest is None:
             return "incomplete"
         if self.verification is None:
@@ -350,17 +402,23 @@ async def list_backups(repo: Repository) -> list[BackupEntry]:
 
 
 async def _entry(repo: Repository, snapshot: SnapshotFiles) -> BackupEntry:
-    manifest = await repo.manifest(snapshot.id) if snapshot.complete else None
-    verification = None
-    if manifest is not None and VERIFICATION in snapshot.files:
-        verification = await repo.get_json(repo.snapshot_name(snapshot.id, VERIFICATION), Verification)
+    try:
+        manifest = await repo.manifest(snapshot.id) if snapshot.complete else None
+        verification = None
+        if manifest is not None and VERIFICATION in snapshot.files:
+            verification = await repo.get_json(repo.snapshot_name(snapshot.id, VERIFICATION), Verification)
+    except (BackupError, StorageError) as exc:
+        return BackupEntry(snapshot.id, None, None, snapshot.last_change, damaged=str(exc) or type(exc).__name__)
     return BackupEntry(snapshot.id, manifest, verification, snapshot.last_change)
 
 
 async def latest_manifest(repo: Repository) -> Manifest | None:
+    """The newest backup whose manifest can be read."""
     for snapshot in reversed(await repo.snapshots()):
         if snapshot.complete:
-            return await repo.manifest(snapshot.id)
+            entry = await _entry(repo, snapshot)
+            if entry.manifest is not None:
+                return entry.manifest
     return None
 
 
@@ -396,25 +454,22 @@ async def verify_backup(repo: Repository, backup_id: str, *, concurrency: int = 
             problems.append(problem)
     entries = [] if any(manifest.objects.key in problem for problem in problems) else await repo.object_list(manifest)
     checked_bytes = 0
-    limiter = anyio.CapacityLimiter(concurrency)
 
-    async def check_object(entry: ObjectEntry, keys: list[str]) -> None:
+    async def check_object(group: tuple[ObjectEntry, list[str]]) -> None:
         nonlocal checked_bytes
-        async with limiter:
-            name = repo.object_name(entry.sha256)
-            problem = await _check(repo, name, entry.sha256, entry.size, ", ".join(keys))
-            if problem and not problem.endswith(MISSING):
-                # Useless to every restore as it is, and it would stop the next backup from
-                # copying the object again (the destination seems to hold it): take it away.
-                await repo.delete(name)
-                problem += "; the damaged copy was removed, the next backup copies it again"
+        entry, keys = group
+        name = repo.object_name(entry.sha256)
+        problem = await _check(repo, name, entry.sha256, entry.size, ", ".join(keys))
+        if problem and not problem.endswith(MISSING):
+            # Useless to every restore as it is, and it would stop the next backup from
+            # copying the object again (the destination seems to hold it): take it away.
+            await repo.delete(name)
+            problem += "; the damaged copy was removed, the next backup copies it again"
         checked_bytes += entry.size
         if problem:
             problems.append(problem)
 
-    async with _task_group() as group:
-        for entry, keys in _by_content(entries):
-            group.start_soon(check_object, entry, keys)
+    await _for_each(_by_content(entries), check_object, workers=concurrency)
     problems.extend(f"{key}: was already missing from storage when the backup ran" for key in manifest.missing_objects)
     verification = Verification(
         ok=not problems,
@@ -473,9 +528,10 @@ async def restore_backup(
 ) -> RestoreReport:
     """Load a backup into the configured database and storage.
 
-    Nothing in the target changes until the backup's files have been read and checked; the
-    objects go first (each checked against its hash before it is written), the database last,
-    in one transaction.
+    Nothing in the target changes until the backup's table files have been read and checked;
+    the objects go first (each checked against its hash before it is written); the database is
+    replaced last: emptied, migrated to the backup's revision, loaded in one transaction, then
+    upgraded to head.
     """
     started = time.monotonic()
     manifest = await find_manifest(repo, backup_id)
@@ -507,10 +563,22 @@ async def restore_backup(
         restored_bytes = await _restore_objects(settings, repo, entries, report)
         report("database: replacing every table")
         await drop_all_tables(settings.database_url)
-        await anyio.to_thread.run_sync(upgrade_to, settings, manifest.revision)
-        rows = await load_database(settings.database_url, files, manifest.sequences)
-        await anyio.to_thread.run_sync(upgrade_to, settings, "head")
-    cleared = await clear_cached_state(settings)
+        try:
+            await anyio.to_thread.run_sync(upgrade_to, settings, manifest.revision)
+            rows = await load_database(settings.database_url, files, manifest.sequences)
+            await anyio.to_thread.run_sync(upgrade_to, settings, "head")
+        except Exception as exc:
+            before = f"; what was there before is in safety backup {safety}" if safety else ""
+            raise BackupError(
+                f"loading the database failed after it was emptied ({type(exc).__name__}: {exc}); fix the cause "
+                f"and run the restore again{before}"
+            ) from exc
+    if manifest.missing_objects:
+        report(
+            f"warning: {len(manifest.missing_objects)} object(s) were already missing when backup {manifest.id} "
+            "was made; their images have no bytes (`chitram-admin gc` lists them)"
+        )
+    cleared = await clear_cached_state(settings, report)
     return RestoreReport(
         manifest=manifest,
         rows=rows,
@@ -525,6 +593,8 @@ async def restore_backup(
 async def _fetch_tables(repo: Repository, manifest: Manifest, work: Path) -> dict[str, Path]:
     files = {}
     for name, dump in manifest.tables.items():
+        if not TABLE_NAME.fullmatch(name):  # it becomes a file name below
+            raise BackupError(f"the manifest of backup {manifest.id} names a table {name!r}; it is damaged")
         path = work / f"{name}.jsonl.gz"
         await repo.download(dump.file, path)
         files[name] = path
@@ -533,59 +603,64 @@ async def _fetch_tables(repo: Repository, manifest: Manifest, work: Path) -> dic
 
 async def _restore_objects(settings: Settings, repo: Repository, entries: list[ObjectEntry], report: Report) -> int:
     storage = create_storage(settings)
-    limiter = anyio.CapacityLimiter(settings.backup.backup_concurrency)
     restored = 0
 
     async def restore(entry: ObjectEntry) -> None:
         nonlocal restored
-        async with limiter:
-            try:
-                data = await repo.read_object(entry.sha256)
-            except ObjectNotFound:
-                raise BackupError(
-                    f"{entry.key} is missing from the backup; nothing was changed in the database"
-                ) from None
-            if len(data) != entry.size or await anyio.to_thread.run_sync(_sha256, data) != entry.sha256:
-                raise BackupError(f"{entry.key} is corrupt in the backup; nothing was changed in the database")
-            await storage.put(entry.key, data, content_type=_content_type(entry.key))
+        try:
+            data = await repo.read_object(entry.sha256)
+        except ObjectNotFound:
+            raise BackupError(f"{entry.key} is missing from the backup; nothing was changed in the database") from None
+        if len(data) != entry.size or await anyio.to_thread.run_sync(_sha256, data) != entry.sha256:
+            raise BackupError(f"{entry.key} is corrupt in the backup; nothing was changed in the database")
+        await storage.put(entry.key, data, content_type=_content_type(entry.key))
         restored += entry.size
 
     try:
         await storage.ensure_ready()
-        async with _task_group() as group:
-            for entry in entries:
-                group.start_soon(restore, entry)
+        await _for_each(entries, restore, workers=settings.backup.backup_concurrency)
     finally:
         await storage.close()
     report(f"objects: {len(entries)} restored ({restored} bytes)")
     return restored
 
 
-_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
-
-
 def _content_type(key: str) -> str:
-    return _TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+    """What the app gave the object when it stored it (keys end in the type's own extension)."""
+    from chitram.images.processing import EXTENSIONS
+
+    by_extension = {extension: content_type for content_type, extension in EXTENSIONS.items()}
+    return by_extension.get(key.rsplit(".", 1)[-1], "application/octet-stream")
 
 
-async def clear_cached_state(settings: Settings) -> bool:
+async def clear_cached_state(settings: Settings, report: Report = _quiet) -> bool:
     """Drop cached metadata and web sessions from Redis (restored epochs must not revive old sessions).
 
-    False when there is no Redis: a running embedded server keeps both in its own memory.
+    False when that did not happen: without Redis a running embedded server keeps both in its
+    own memory; with Redis unreachable the operator is told what to clear.
     """
     if not settings.cache.redis_url:
         return False
-    from chitram.stores import NAMESPACE, create_stores
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
 
-    stores = create_stores(settings)
-    assert stores.redis is not None
+    from chitram.stores import NAMESPACE
+
+    client = Redis.from_url(settings.cache.redis_url)
+    patterns = (f"{NAMESPACE}:cache:*", f"{NAMESPACE}:session:*")
     try:
-        for pattern in (f"{NAMESPACE}:cache:*", f"{NAMESPACE}:session:*"):
-            keys = [key async for key in stores.redis.scan_iter(match=pattern, count=500)]
+        for pattern in patterns:
+            keys = [key async for key in client.scan_iter(match=pattern, count=500)]
             for start in range(0, len(keys), 500):
-                await stores.redis.unlink(*keys[start : start + 500])
+                await client.unlink(*keys[start : start + 500])
+    except (RedisError, OSError) as exc:
+        report(
+            f"warning: could not clear Redis ({exc}); delete the keys {' and '.join(patterns)} "
+            "or restart Redis before starting the app"
+        )
+        return False
     finally:
-        await stores.close()
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
     return True
 
 
@@ -625,18 +700,23 @@ async def prune_backups(
         removed=[entry.id for entry in complete if entry.id not in kept],
         abandoned=[entry.id for entry in entries if entry.abandoned(now)],
     )
-    running = [entry.id for entry in entries if not entry.complete and not entry.abandoned(now)]
     if not dry_run:
         snapshots = {snapshot.id: snapshot for snapshot in await repo.snapshots()}
         for backup_id in result.removed + result.abandoned:
             await _remove_snapshot(repo, snapshots[backup_id])
-    if running:
-        result.objects_skipped_because = f"backup {', '.join(running)} is running"
+    # Looked at again now, not at the start: a backup that began meanwhile may rely on any object.
+    reason = await _objects_must_stay(repo, now)
+    if reason:
+        result.objects_skipped_because = reason
         return result
     needed: set[str] = set()
     for entry in complete:
         if entry.id in kept and entry.manifest is not None:
-            needed.update(item.sha256 for item in await repo.object_list(entry.manifest))
+            try:
+                needed.update(item.sha256 for item in await repo.object_list(entry.manifest))
+            except (BackupError, StorageError) as exc:
+                result.objects_skipped_because = f"the object list of kept backup {entry.id} cannot be read ({exc})"
+                return result
     for sha256, size in (await repo.object_sizes()).items():
         if sha256 not in needed:
             result.removed_objects += 1
@@ -644,6 +724,18 @@ async def prune_backups(
             if not dry_run:
                 await repo.delete_object(sha256)
     return result
+
+
+async def _objects_must_stay(repo: Repository, now: datetime) -> str:
+    """Why no object may be removed now, or "" when objects may go."""
+    entries = await list_backups(repo)
+    running = [entry.id for entry in entries if not entry.complete and not entry.damaged and not entry.abandoned(now)]
+    if running:
+        return f"backup {', '.join(running)} is running"
+    damaged = [entry.id for entry in entries if entry.damaged]
+    if damaged:
+        return f"backup {', '.join(damaged)} is damaged (its manifest cannot be read), so what it needs is unknown"
+    return ""
 
 
 def _policy(newest_first: list[BackupEntry], *, keep_days: int, keep_last: int, now: datetime) -> dict[str, str]:

@@ -6,8 +6,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,31 +97,43 @@ def _probe_direct(settings: Settings) -> tuple[bool, dict[str, object] | None, s
 
 
 async def _direct_readiness(settings: Settings) -> Readiness:
-    """The app's readiness checks, run from the settings in this process."""
+    """The app's readiness checks, run from the settings in this process.
+
+    Each client is made inside its own check, so a setting it refuses (a malformed URL, an
+    invalid bucket name) reports that component as down instead of ending the command.
+    """
     from chitram.storage import create_storage
     from chitram.stores import create_stores
     from chitram.system.health import check_components, select_one
 
-    storage = create_storage(settings)
-    stores = create_stores(settings)
-    database = None if _missing_database_file(settings) else Database.from_settings(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
 
     async def check_database() -> None:
-        if database is None:
+        missing = _missing_database_file(settings)
+        if missing is not None:
             # Connecting would create an empty SQLite file: report the missing one instead.
-            raise FileNotFoundError(
-                f"no database at {_missing_database_file(settings)}; run `chitram-admin db upgrade`"
-            )
+            raise FileNotFoundError(f"no database at {missing}; run `chitram-admin db upgrade`")
+        database = Database.from_settings(settings)
+        closers.append(database.dispose)
         await select_one(database.engine)
 
-    checks = {"database": check_database, "storage": storage.ping, "cache": stores.ping}
+    async def check_storage() -> None:
+        storage = create_storage(settings)
+        closers.append(storage.close)
+        await storage.ping()
+
+    async def check_cache() -> None:
+        stores = create_stores(settings)
+        closers.append(stores.close)
+        await stores.ping()
+
+    checks = {"database": check_database, "storage": check_storage, "cache": check_cache}
     try:
         return await check_components(checks, limit_seconds=settings.health.health_timeout_seconds, full_errors=True)
     finally:
-        await storage.close()
-        await stores.close()
-        if database is not None:
-            await database.dispose()
+        for close in closers:
+            with suppress(Exception):
+                await close()
 
 
 def _down(document: dict[str, Any]) -> str:

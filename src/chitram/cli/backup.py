@@ -30,17 +30,36 @@ def _progress(message: str) -> None:
 
 
 def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run one async step; a refusal (BackupError, storage trouble) becomes `error: …` and exit 1."""
-    from chitram.backups.repository import BackupError
-    from chitram.storage import StorageError
-
+    """Run one async step; every failure an operator can act on becomes `error: …` and exit 1."""
     settings = load_settings()
     try:
         return asyncio.run(work(settings))
-    except BackupError as exc:
-        raise CommandError(str(exc)) from None
-    except StorageError as exc:
-        raise CommandError(f"storage failed: {exc}") from None
+    except Exception as exc:
+        raise CommandError(_explain(exc)) from exc
+
+
+def _explain(exc: Exception) -> str:
+    """A one-line reason naming what failed; anything unforeseen keeps its type in the message."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chitram.backups.repository import BackupError
+    from chitram.storage import ObjectNotFound, StorageError
+
+    if isinstance(exc, BackupError):
+        return str(exc)
+    if isinstance(exc, ObjectNotFound):
+        return f"{exc} is missing from the backup destination"
+    if isinstance(exc, StorageError):
+        return f"storage failed: {exc}"
+    if isinstance(exc, SQLAlchemyError):
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return f"the database failed ({detail}); check CHITRAM_DATABASE_URL and that the database is running"
+    if isinstance(exc, RedisError):
+        return f"Redis failed ({exc}); check CHITRAM_REDIS_URL and that Redis is running"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "") + f" ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _repository(settings: Settings, dest: str | None) -> Any:
@@ -129,6 +148,7 @@ def _entry_json(entry: Any, now: datetime) -> dict[str, object]:
     result: dict[str, object] = {"id": entry.id, "status": entry.status, "complete": entry.complete}
     if manifest is None:
         result["abandoned"] = entry.abandoned(now)
+        result["damaged"] = entry.damaged or None
         return result
     result.update(
         created_at=manifest.started_at.isoformat(),
@@ -155,7 +175,10 @@ def _print_entries(entries: list[Any], now: datetime) -> None:
     for entry in entries:
         manifest = entry.manifest
         if manifest is None:
-            state = "incomplete (abandoned)" if entry.abandoned(now) else "incomplete (running?)"
+            if entry.damaged:
+                state = f"DAMAGED: {entry.damaged}"
+            else:
+                state = "incomplete (abandoned)" if entry.abandoned(now) else "incomplete (running?)"
             lines.append((entry.id, "", "", "", "", "", "", state))
             continue
         status = entry.status
@@ -232,14 +255,16 @@ def backup_restore(backup_id: str, dest: str | None, yes: bool) -> None:
     """
     from chitram.backups.service import restore_backup
 
-    async def work(settings: Settings) -> Any:
+    async def work(settings: Settings) -> tuple[Any, bool]:
         repo = _repository(settings, dest)
         try:
-            return await restore_backup(settings, repo, backup_id, replace=yes, report=_progress)
+            return await restore_backup(settings, repo, backup_id, replace=yes, report=_progress), bool(
+                settings.cache.redis_url
+            )
         finally:
             await repo.close()
 
-    result = _run(work)
+    result, with_redis = _run(work)
     rows = ", ".join(f"{count} {name}" for name, count in result.rows.items())
     click.echo(
         f"restored backup {result.manifest.id}: {rows}; {result.objects} objects ({_size(result.bytes)}) "
@@ -247,7 +272,7 @@ def backup_restore(backup_id: str, dest: str | None, yes: bool) -> None:
     )
     if result.safety_backup:
         click.echo(f"what was there before is in safety backup {result.safety_backup}")
-    if not result.cleared_cache:
+    if not with_redis:
         click.echo("note: without Redis a running `chitram` keeps its own cache: restart it now", err=True)
 
 
@@ -348,6 +373,8 @@ def backup_schedule(dest: str | None, at: str) -> None:
             _round(dest)
         except click.ClickException as exc:
             exc.show()
+        except Exception as exc:  # noqa: BLE001 - the schedule outlives one bad night; say why, go on
+            click.echo(f"error: the backup round failed: {_explain(exc)}", err=True)
 
 
 def _time_of_day(text: str) -> tuple[int, int]:
