@@ -57,6 +57,24 @@ restore ID DEST="":
 backup-drill IMAGES="300" STACK="both":
     uv run python -m scripts.backup_drill --images {{IMAGES}} --stack {{STACK}}
 
+# Wheel + wheelhouse (locked dependencies, for Python 3.11 on x86_64 Linux) + the Docker image, built offline
+build TAG="chitram:latest" BASE_IMAGE="python:3.11-slim-bookworm":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rm -rf dist/wheelhouse && mkdir -p dist/wheelhouse
+    uv build --wheel --out-dir dist/wheelhouse
+    uv export --frozen --no-dev --no-emit-project --no-hashes --output-file dist/wheelhouse/requirements.txt >/dev/null
+    # Markers are left to the image's pip (which Python 3.11.x it has decides, e.g. async-timeout
+    # below 3.11.3), so every package the lock names for any Python 3.11 is fetched.
+    sed -e 's/ *;.*//' -e '/^ *#/d' -e '/^ *$/d' dist/wheelhouse/requirements.txt > dist/download.txt
+    uv run python -m pip download --quiet --disable-pip-version-check --requirement dist/download.txt \
+        --dest dist/wheelhouse --only-binary=:all: --implementation cp --python-version 3.11 \
+        --abi cp311 --abi abi3 --abi none \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+    # --network none: the build needs no network at all, which proves the wheelhouse is complete.
+    DOCKER_BUILDKIT=0 docker build --network none --build-arg BASE_IMAGE={{quote(BASE_IMAGE)}} --tag {{quote(TAG)}} .
+    docker image ls {{quote(TAG)}} --format 'built {{{{.Repository}}:{{{{.Tag}} ({{{{.Size}})'
+
 # Everything CI checks
 check: lint typecheck test
 
