@@ -75,6 +75,35 @@ build TAG="chitram:latest" BASE_IMAGE="python:3.11-slim-bookworm":
     DOCKER_BUILDKIT=0 docker build --network none --build-arg BASE_IMAGE={{quote(BASE_IMAGE)}} --tag {{quote(TAG)}} .
     docker image ls {{quote(TAG)}} --format 'built {{{{.Repository}}:{{{{.Tag}} ({{{{.Size}})'
 
+# The Compose stack on this machine without TLS (http://localhost:8080), from the image `just build` made
+up:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd deploy
+    if [ ! -f .env.local ]; then
+        # Fresh secrets, once; kept in deploy/.env.local (ignored by git).
+        secret() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
+        sed -e "s/^DOMAIN=.*/DOMAIN=localhost/" \
+            -e "s/^CHITRAM_SECRET_KEY=$/CHITRAM_SECRET_KEY=$(secret)/" \
+            -e "s/^POSTGRES_PASSWORD=$/POSTGRES_PASSWORD=$(secret)/" \
+            -e "s/^REDIS_PASSWORD=$/REDIS_PASSWORD=$(secret)/" \
+            -e "s/^MINIO_ROOT_PASSWORD=$/MINIO_ROOT_PASSWORD=$(secret)/" \
+            -e "s/^CHITRAM_S3_SECRET_KEY=$/CHITRAM_S3_SECRET_KEY=$(secret)/" \
+            .env.production.example > .env.local
+        printf 'PUBLIC_URL=http://localhost:8080\n' >> .env.local
+        chmod 600 .env.local
+    fi
+    uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml up --detach --wait
+    echo "Chitram is up on http://localhost:8080/"
+
+# Stop the local stack (its volumes stay; add -v to docker compose down to drop them)
+down:
+    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml down
+
+# Follow the local stack's logs
+logs *SERVICES:
+    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml logs --follow {{SERVICES}}
+
 # Everything CI checks
 check: lint typecheck test
 

@@ -9,6 +9,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -168,3 +169,39 @@ def test_the_migration_step_ran_and_the_app_sees_its_services(stack: Stack) -> N
     assert re.search(r"^[0-9a-f]{12}$", revision.strip(), flags=re.MULTILINE), revision
     ready = stack.compose("exec", "-T", "app", "chitram-admin", "health", "--direct")
     assert "ready" in ready
+
+
+def test_killing_a_replica_under_load_fails_no_request(stack: Stack) -> None:
+    with site() as client:
+        created = client.post(
+            "/api/v1/images", files={"file": ("b.png", png_bytes((90, 70)), "image/png")}, data={"visibility": "public"}
+        )
+        assert created.status_code == 201, created.text
+        path = httpx.URL(created.json()["url"]).path
+    replicas = stack.compose("ps", "--quiet", "app").split()
+    assert len(replicas) == 2
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with site() as client:
+            while not stop.is_set():
+                try:
+                    results.append(client.get(path).status_code)
+                except httpx.HTTPError as exc:
+                    results.append(type(exc).__name__)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2)
+    subprocess.run(["docker", "kill", replicas[0]], check=True, capture_output=True)
+    time.sleep(5)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    failures = [result for result in results if result != 200]
+    assert len(results) > 100, len(results)
+    assert failures == [], f"{len(failures)} of {len(results)} requests failed: {failures[:10]}"
+    # Docker brings the killed replica back (restart: unless-stopped).
+    stack.compose("up", "--detach", "--wait", "app", timeout=300)

@@ -144,3 +144,29 @@ def test_the_caddyfile_is_valid_for_caddy() -> None:
     assert proxy["load_balancing"]["try_duration"] > 0
     body = next(handler for handler in handlers if handler["handler"] == "request_body")
     assert body["max_size"] == 25 * 1024 * 1024 + 64 * 1024
+
+
+def test_the_networks_have_fixed_subnets_that_do_not_overlap(stack: dict[str, Any]) -> None:
+    import ipaddress
+
+    edge = stack["networks"]["edge"]["ipam"]["config"][0]
+    internal = stack["networks"]["internal"]["ipam"]["config"][0]
+    assert not ipaddress.ip_network(edge["subnet"]).overlaps(ipaddress.ip_network(internal["subnet"]))
+    caddy = stack["services"]["caddy"]["networks"]["edge"]["ipv4_address"]
+    assert ipaddress.ip_address(caddy) not in ipaddress.ip_network(
+        edge["ip_range"]
+    )  # never handed to another container
+    assert stack["services"]["app"]["environment"]["CHITRAM_TRUSTED_PROXIES"] == caddy
+
+
+def test_the_local_stack_is_plain_http_on_loopback(tmp_path: Path) -> None:
+    env = filled_env(tmp_path)
+    env.write_text(env.read_text() + "PUBLIC_URL=http://localhost:8080\n")
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.local.yml"]
+    done = compose("--env-file", str(env), *files, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    ports = services["caddy"]["ports"]
+    assert [(port["host_ip"], port["published"], port["target"]) for port in ports] == [("127.0.0.1", "8080", 80)]
+    assert services["caddy"]["environment"]["DOMAIN"] == "http://localhost"
+    assert services["app"]["environment"]["CHITRAM_PUBLIC_URL"] == "http://localhost:8080"
