@@ -129,3 +129,15 @@ def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+
+
+def missing_database_file(settings: Settings) -> str | None:
+    """The embedded database's path when the file is not there (connecting would create it)."""
+    from sqlalchemy.engine import make_url
+
+    if not settings.is_embedded_database:
+        return None
+    path = make_url(settings.database_url).database
+    if path and path != ":memory:" and not Path(path).exists():
+        return path
+    return None

@@ -38,6 +38,14 @@ async def seeded(settings: Settings) -> None:
     await seed(settings, images_per_user=1)
 
 
+async def production_backup_and_target(stacks: Stacks, dest: str) -> tuple[Settings, Settings]:
+    """A seeded production stack with one backup in ``dest``, and an empty one to restore into."""
+    source = stacks.production("source")
+    await seeded(source)
+    await backed_up(source, dest)
+    return source, stacks.production("target")
+
+
 async def backed_up(settings: Settings, dest: str) -> str:
     """`backup create`; the new backup's id."""
     code, out, err = await cli(settings, "create", "--dest", dest)
@@ -121,11 +129,8 @@ async def test_restore_refuses_a_target_with_data_unless_told_and_then_keeps_a_s
 async def test_restore_clears_cached_metadata_and_sessions_in_redis_but_not_rate_limits(
     production_stacks: Stacks, tmp_path: Path
 ) -> None:
-    source = production_stacks.production("source")
-    await seeded(source)
     dest = str(tmp_path / "backups")
-    await backed_up(source, dest)
-    target = production_stacks.production("target")
+    _source, target = await production_backup_and_target(production_stacks, dest)
     store = redis.Redis.from_url(target.cache.redis_url)
     store.set("chitram:cache:image:abc", b"stale")
     store.set("chitram:session:0123", b"an old session")

@@ -4,6 +4,7 @@ next step still works."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -13,9 +14,9 @@ import anyio.to_thread
 import msgspec
 
 from chitram.backups.repository import Manifest, StoredFile, TableDump
-from chitram.settings import CacheSettings, DatabaseSettings, Settings
+from chitram.settings import CacheSettings, DatabaseSettings
 from tests.backups.conftest import Stacks, state_of
-from tests.backups.test_commands import backed_up, cli, seeded
+from tests.backups.test_commands import backed_up, cli, production_backup_and_target, seeded
 from tests.support.server import free_port
 
 
@@ -51,12 +52,7 @@ async def test_a_damaged_earlier_backup_does_not_stop_later_ones(stacks: Stacks,
 async def test_an_unreachable_database_is_one_line_not_a_traceback(stacks: Stacks, tmp_path: Path) -> None:
     nowhere = stacks.embedded("source")
     closed = f"postgresql+asyncpg://chitram@127.0.0.1:{free_port()}/chitram"
-    settings = Settings(
-        server=nowhere.server,
-        database=DatabaseSettings(database_url=closed),
-        storage=nowhere.storage,
-        backup=nowhere.backup,
-    )
+    settings = dataclasses.replace(nowhere, database=DatabaseSettings(database_url=closed))
     code, _, err = await cli(settings, "create", "--dest", str(tmp_path / "backups"))
     assert code == 1
     last = err.strip().splitlines()[-1]
@@ -74,18 +70,9 @@ async def test_an_unreachable_database_is_one_line_not_a_traceback(stacks: Stack
 async def test_a_restore_with_redis_down_succeeds_and_says_what_to_clear(
     production_stacks: Stacks, tmp_path: Path
 ) -> None:
-    source = production_stacks.production("source")
-    await seeded(source)
     dest = str(tmp_path / "backups")
-    await backed_up(source, dest)
-    target = production_stacks.production("target")
-    no_redis = Settings(
-        server=target.server,
-        database=target.database,
-        storage=target.storage,
-        cache=CacheSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0"),
-        backup=target.backup,
-    )
+    source, target = await production_backup_and_target(production_stacks, dest)
+    no_redis = dataclasses.replace(target, cache=CacheSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     code, out, err = await cli(no_redis, "restore", "latest", "--dest", dest)
     assert code == 0, err
     assert out.startswith("restored backup ")

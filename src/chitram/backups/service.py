@@ -48,7 +48,8 @@ from chitram.backups.repository import (
     TableDump,
     Verification,
 )
-from chitram.db import known_revisions, upgrade_to
+from chitram.db import known_revisions, missing_database_file, upgrade_to
+from chitram.images.processing import EXTENSIONS
 from chitram.settings import Settings
 from chitram.storage import ObjectInfo, ObjectNotFound, ObjectStorage, StorageError, create_storage
 
@@ -144,10 +145,10 @@ async def create_backup(
 
 def _require_database(settings: Settings) -> None:
     """An embedded database that is not there: say so, instead of backing up a new empty one."""
-    if settings.is_embedded_database and not (settings.data_dir / "chitram.db").exists():
+    missing = missing_database_file(settings)
+    if missing is not None:
         raise BackupError(
-            f"there is no database at {settings.data_dir / 'chitram.db'}; set CHITRAM_DATA_DIR "
-            "(or CHITRAM_DATABASE_URL) to the installation's"
+            f"there is no database at {missing}; set CHITRAM_DATA_DIR (or CHITRAM_DATABASE_URL) to the installation's"
         )
 
 
@@ -625,12 +626,12 @@ async def _restore_objects(settings: Settings, repo: Repository, entries: list[O
     return restored
 
 
-def _content_type(key: str) -> str:
-    """What the app gave the object when it stored it (keys end in the type's own extension)."""
-    from chitram.images.processing import EXTENSIONS
+# What the app gave each object when it stored it: keys end in their type's own extension.
+_TYPE_BY_EXTENSION = {extension: content_type for content_type, extension in EXTENSIONS.items()}
 
-    by_extension = {extension: content_type for content_type, extension in EXTENSIONS.items()}
-    return by_extension.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+
+def _content_type(key: str) -> str:
+    return _TYPE_BY_EXTENSION.get(key.rsplit(".", 1)[-1], "application/octet-stream")
 
 
 async def clear_cached_state(settings: Settings, report: Report = _quiet) -> bool:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -19,7 +18,7 @@ from advanced_alchemy.cli import add_migration_commands
 
 from chitram.cli.backup import backup_group
 from chitram.cli.common import CommandError, load_settings
-from chitram.db import Database, build_alchemy_config
+from chitram.db import Database, build_alchemy_config, missing_database_file
 from chitram.images.services import GarbageReport
 from chitram.settings import Settings
 
@@ -109,7 +108,7 @@ async def _direct_readiness(settings: Settings) -> Readiness:
     closers: list[Callable[[], Awaitable[None]]] = []
 
     async def check_database() -> None:
-        missing = _missing_database_file(settings)
+        missing = missing_database_file(settings)
         if missing is not None:
             # Connecting would create an empty SQLite file: report the missing one instead.
             raise FileNotFoundError(f"no database at {missing}; run `chitram-admin db upgrade`")
@@ -239,24 +238,12 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[AccountServic
 
 def _require_database_file(settings: Settings) -> None:
     """Refuse before connecting: SQLite would create an empty file (and folder) at a mistyped path."""
-    path = _missing_database_file(settings)
+    path = missing_database_file(settings)
     if path is not None:
         raise CommandError(
             f"there is no database at {path}; run `chitram-admin db upgrade` to create it, "
             "or set CHITRAM_DATA_DIR (or CHITRAM_DATABASE_URL) to the installation's"
         )
-
-
-def _missing_database_file(settings: Settings) -> str | None:
-    """The embedded database's path when the file is not there (connecting would create it)."""
-    from sqlalchemy.engine import make_url
-
-    if not settings.is_embedded_database:
-        return None
-    path = make_url(settings.database_url).database
-    if path and path != ":memory:" and not Path(path).exists():
-        return path
-    return None
 
 
 async def _require_tables(database: Database) -> None:
