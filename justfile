@@ -41,17 +41,24 @@ migrate:
 make-migration MESSAGE:
     uv run chitram-admin db make-migrations --autogenerate --no-prompt -m "{{MESSAGE}}"
 
-# Back up now (create, verify, prune) with the CHITRAM_* settings of this shell; DEST as in `chitram-admin backup --help`
-backup DEST="":
-    uv run chitram-admin backup run {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+# Back up now (create, verify, prune): on HOST's stack over SSH, or here with this shell's CHITRAM_* settings
+backup HOST="":
+    {{ if HOST == "" { "uv run chitram-admin backup run" } else { "scripts/deploy.sh backup " + quote(HOST) } }}
 
-# List the backups (newest last)
-backups DEST="":
-    uv run chitram-admin backup list {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+# List the backups: on HOST's stack, or here
+backups HOST="":
+    {{ if HOST == "" { "uv run chitram-admin backup list" } else { "scripts/deploy.sh backups " + quote(HOST) } }}
 
-# Restore backup ID (or `latest`) into the configured database and storage; stop the app first
-restore ID DEST="":
-    uv run chitram-admin backup restore {{quote(ID)}} {{ if DEST == "" { "" } else { "--dest " + quote(DEST) } }}
+# Restore a backup: `just restore HOST ID` on a deployed stack (stops its app, safety backup first), `just restore ID` here
+restore +ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    args=({{ARGS}})
+    case "${#args[@]}" in
+        1) exec uv run chitram-admin backup restore "${args[0]}" ;;
+        2) exec scripts/deploy.sh restore "${args[0]}" "${args[1]}" ;;
+        *) echo "usage: just restore HOST ID  |  just restore ID" >&2; exit 2 ;;
+    esac
 
 # Seed a stack with IMAGES photos, then time backup, verify and restore against a plain copy (both stacks)
 backup-drill IMAGES="300" STACK="both":
@@ -75,8 +82,37 @@ build TAG="chitram:latest" BASE_IMAGE="python:3.11-slim-bookworm":
     DOCKER_BUILDKIT=0 docker build --network none --build-arg BASE_IMAGE={{quote(BASE_IMAGE)}} --tag {{quote(TAG)}} .
     docker image ls {{quote(TAG)}} --format 'built {{{{.Repository}}:{{{{.Tag}} ({{{{.Size}})'
 
+# Test, build, ship (SSH or DEPLOY_REGISTRY), back up, migrate, replace replicas one at a time; rolls back by itself
+deploy HOST *FLAGS:
+    scripts/deploy.sh deploy {{quote(HOST)}} {{FLAGS}}
+
+# Put HOST's previous release back
+rollback HOST:
+    scripts/deploy.sh rollback {{quote(HOST)}}
+
+# The releases kept on HOST and its containers
+status HOST:
+    scripts/deploy.sh status {{quote(HOST)}}
+
+# Build, start the local stack, upload → fetch → delete through Caddy, stop and drop it
+validate-local:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    just build chitram:validate "${CHITRAM_BASE_IMAGE:-python:3.11-slim-bookworm}"
+    export CHITRAM_IMAGE=chitram:validate COMPOSE_PROJECT_NAME=chitram-validate LOCAL_PORT="${LOCAL_PORT:-8080}"
+    just _local-env
+    stack() { (cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml "$@"); }
+    trap 'stack down --volumes --timeout 5 >/dev/null 2>&1' EXIT
+    stack up --detach --wait
+    uv run python -m scripts.validate_stack "http://localhost:$LOCAL_PORT"
+
 # The Compose stack on this machine without TLS (http://localhost:8080), from the image `just build` made
-up:
+up: _local-env
+    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml up --detach --wait
+    @echo "Chitram is up on http://localhost:${LOCAL_PORT:-8080}/"
+
+# deploy/.env.local: the example with fresh secrets, made once (ignored by git)
+_local-env:
     #!/usr/bin/env bash
     set -euo pipefail
     cd deploy
@@ -90,11 +126,8 @@ up:
             -e "s/^MINIO_ROOT_PASSWORD=$/MINIO_ROOT_PASSWORD=$(secret)/" \
             -e "s/^CHITRAM_S3_SECRET_KEY=$/CHITRAM_S3_SECRET_KEY=$(secret)/" \
             .env.production.example > .env.local
-        printf 'PUBLIC_URL=http://localhost:8080\n' >> .env.local
         chmod 600 .env.local
     fi
-    uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml up --detach --wait
-    echo "Chitram is up on http://localhost:8080/"
 
 # Stop the local stack (its volumes stay; add -v to docker compose down to drop them)
 down:

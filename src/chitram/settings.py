@@ -57,6 +57,8 @@ class ServerSettings(_Section):
     """Port `chitram` listens on."""
     workers: int = 1
     """Number of granian worker processes."""
+    release: str = ""
+    """Name of the running release (the Compose stack sets the image name), shown by /health/live."""
     trusted_proxies: str = ""
     """Addresses or networks of reverse proxies (e.g. Caddy), comma-separated, whose X-Forwarded-For is believed.
     Empty: the header is ignored."""

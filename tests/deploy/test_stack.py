@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,58 +18,12 @@ import httpx
 import pytest
 
 from tests.deploy.conftest import ROOT
+from tests.deploy.load import SITE, load_on, site, wait_for_the_site
 from tests.deploy.test_stack_files import filled_env
 from tests.images.test_api import png_bytes
-from tests.support.docker import DockerEngine
 from tests.support.server import BIN
 
-STANDINS = Path(__file__).parent / "standins"
 DEPLOY = ROOT / "deploy"
-SITE = "https://localhost"
-STANDIN_IMAGES = {
-    "CADDY_IMAGE": "caddy",
-    "POSTGRES_IMAGE": "postgres",
-    "REDIS_IMAGE": "redis",
-    "MINIO_IMAGE": "s3",
-    "MINIO_CLIENT_IMAGE": "s3",
-}
-
-
-@pytest.fixture(scope="session")
-def standin_images(
-    docker_engine: DockerEngine, base_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    """The service images, built from Debian packages and PyPI wheels on the base image."""
-    context = tmp_path_factory.mktemp("standins")
-    shutil.copytree(STANDINS, context, dirs_exist_ok=True)
-    _download_s3_wheels(context / "s3-wheelhouse")
-    tags = {}
-    for name in sorted(set(STANDIN_IMAGES.values())):
-        tag = f"chitram-standin/{name}:test"
-        docker_engine.run(
-            "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
-            "--file", str(context / f"{name}.Dockerfile"), "--tag", tag, str(context),
-            timeout=1200,
-        )  # fmt: skip
-        tags[name] = tag
-    return {variable: tags[name] for variable, name in STANDIN_IMAGES.items()}
-
-
-def _download_s3_wheels(folder: Path) -> None:
-    import moto
-
-    done = subprocess.run(
-        [
-            str(BIN / "python"), "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-            f"moto[server]=={moto.__version__}", "boto3", "--dest", str(folder),
-            "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
-            "--abi", "cp311", "--abi", "abi3", "--abi", "none",
-            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-            "--platform", "manylinux2014_x86_64",
-        ],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
 
 
 @dataclass
@@ -97,29 +49,10 @@ def stack(app_image: str, standin_images: dict[str, str], tmp_path_factory: pyte
     running = Stack(project=f"chitram-e2e-{uuid.uuid4().hex[:6]}", env_file=env)
     try:
         running.compose("up", "--detach", "--wait", timeout=900)
-        _wait_for_the_site()
+        wait_for_the_site()
         yield running
     finally:
         running.compose("down", "--volumes", "--timeout", "5", check=False)
-
-
-def _wait_for_the_site(seconds: float = 90) -> None:
-    """Ready through Caddy: its certificate made, a replica healthy behind it."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with site() as client:
-                if client.get("/health/ready").status_code == 200:
-                    return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{SITE}/health/ready did not answer 200 within {seconds:g} s"
-        time.sleep(1)
-
-
-def site() -> httpx.Client:
-    # Caddy's own CA signs "localhost": the test trusts nothing else, so it skips verification.
-    return httpx.Client(base_url=SITE, verify=False, timeout=30)
 
 
 def test_upload_fetch_and_delete_through_caddy_with_its_headers(stack: Stack) -> None:
@@ -180,28 +113,10 @@ def test_killing_a_replica_under_load_fails_no_request(stack: Stack) -> None:
         path = httpx.URL(created.json()["url"]).path
     replicas = stack.compose("ps", "--quiet", "app").split()
     assert len(replicas) == 2
-    results: list[int | str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with site() as client:
-            while not stop.is_set():
-                try:
-                    results.append(client.get(path).status_code)
-                except httpx.HTTPError as exc:
-                    results.append(type(exc).__name__)
-
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    time.sleep(2)
-    subprocess.run(["docker", "kill", replicas[0]], check=True, capture_output=True)
-    time.sleep(5)
-    stop.set()
-    for worker in workers:
-        worker.join()
-    failures = [result for result in results if result != 200]
-    assert len(results) > 100, len(results)
-    assert failures == [], f"{len(failures)} of {len(results)} requests failed: {failures[:10]}"
+    with load_on(path) as load:
+        time.sleep(2)
+        subprocess.run(["docker", "kill", replicas[0]], check=True, capture_output=True)
+        time.sleep(5)
+    load.assert_no_failure(at_least=100)
     # Docker brings the killed replica back (restart: unless-stopped).
     stack.compose("up", "--detach", "--wait", "app", timeout=300)

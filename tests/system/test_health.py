@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from litestar.testing import AsyncTestClient
 
+from chitram import __version__
 from chitram.app import create_app
 from chitram.settings import Settings
 from tests.images.test_api import Client
@@ -83,6 +85,13 @@ async def test_database_that_refuses_connections_is_reported_and_recovers(
         finally:
             postgres.allow_connections(database)
         await wait_for_status(client, 200, within=10)
+
+
+async def test_live_names_the_version_and_the_release(embedded_settings: Settings) -> None:
+    server = embedded_settings.server.model_copy(update={"release": "chitram:0123abcd"})
+    async with AsyncTestClient(create_app(dataclasses.replace(embedded_settings, server=server))) as client:
+        live = (await client.get("/health/live")).json()
+    assert live == {"status": "alive", "version": __version__, "release": "chitram:0123abcd"}
 
 
 async def test_memory_cache_is_ready_on_the_embedded_stack(embedded_settings: Settings) -> None:

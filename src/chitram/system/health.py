@@ -14,7 +14,9 @@ from litestar import Controller, Request, Response, get
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chitram import __version__
 from chitram.db import Database
+from chitram.settings import Settings
 from chitram.storage import ObjectStorage
 from chitram.stores import Stores
 
@@ -108,9 +110,10 @@ class HealthController(Controller):
     path = "/health"
     tags = ["health"]  # noqa: RUF012
 
-    @get("/live", summary="The process is up", cache=False)
-    async def live(self) -> dict[str, str]:
-        return {"status": "alive"}
+    @get("/live", summary="The process is up, and which release it runs", cache=False)
+    async def live(self, request: Request[Any, Any, Any]) -> dict[str, str]:
+        settings: Settings = request.app.state.settings
+        return {"status": "alive", "version": __version__, "release": settings.server.release}
 
     @get(["/", "/ready"], summary="Database, storage and cache answer (/health is the same)", cache=False)
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
