@@ -25,14 +25,19 @@ from tests.support.docker import DockerEngine
 from tests.support.server import BIN
 from tests.support.services import ServiceUnavailable
 
-BROKEN = (
-    "USER root\n"
-    # The app module now fails on import: `chitram` exits at start, as a release with a bad
-    # import or a missing setting would. Migrations and chitram-admin still work.
-    'RUN sh -c "echo \'raise RuntimeError(\\"deliberately broken release\\")\' '
-    '>> $(echo /opt/chitram/lib/python3*/site-packages/chitram/app.py)"\n'
-    "USER 10001:10001\n"
-)
+BROKEN_RELEASES = {
+    # The app module fails on import: `chitram` exits at start, as with a bad import. Its
+    # migration step and chitram-admin still work, so the deploy gets as far as the replicas.
+    "crashes at start": (
+        "USER root\n"
+        'RUN sh -c "echo \'raise RuntimeError(\\"deliberately broken release\\")\' '
+        '>> $(echo /opt/chitram/lib/python3*/site-packages/chitram/app.py)"\n'
+        "USER 10001:10001\n"
+    ),
+    # Starts and answers, but speaks TLS to MinIO, which has none: every image fetch and its
+    # readiness fail. A request that reached it would fail; none may.
+    "answers but cannot reach its storage": "ENV CHITRAM_S3_SECURE=true\n",
+}
 
 
 @dataclass
@@ -169,16 +174,20 @@ def test_a_new_release_goes_live_under_load_with_no_failed_request(host: Host, a
     assert "verified" in backups.stdout
 
 
-def test_a_broken_release_is_rolled_back_by_itself_and_nothing_is_lost(host: Host, app_image: str) -> None:
+@pytest.mark.parametrize("breakage", list(BROKEN_RELEASES))
+def test_a_broken_release_is_rolled_back_by_itself_and_nothing_is_lost(
+    host: Host, app_image: str, breakage: str
+) -> None:
     images = upload(3)
     serving = host.releases()[-1]
     rows = host.sql("SELECT count(*) FROM images"), host.sql("SELECT count(*) FROM users")
-    broken = host.new_release(app_image, BROKEN)
+    broken = host.new_release(app_image, BROKEN_RELEASES[breakage])
     with load_on(next(iter(images))) as load:
         done = host.deploy(broken)
     assert done.returncode == 1, output(done)
     assert f"ROLLING BACK: {broken} did not become healthy" in done.stdout, output(done)
-    assert "deliberately broken release" in done.stdout  # the failing replica's log is shown
+    if breakage == "crashes at start":
+        assert "deliberately broken release" in done.stdout  # the failing replica's log is shown
     assert f"rolled back: {serving} serves again" in done.stderr, output(done)
     load.assert_no_failure(at_least=100)
 
