@@ -168,6 +168,8 @@ def test_a_new_release_goes_live_under_load_with_no_failed_request(host: Host, a
     assert host.app_images() == [release, release]
     assert host.releases()[-1] == release
     assert live_release() == release
+    # Commands typed by hand on the host (`docker compose --env-file .env.production …`) use it too.
+    assert f"\nCHITRAM_IMAGE={release}\n" in (host.target.stack_dir / ".env.production").read_text()
     assert_served(images)
     backups = host.just("backups", host.target.host)
     assert backups.returncode == 0, output(backups)
