@@ -65,7 +65,9 @@ sync_files() {
     say "copying the stack's files to $host:$remote_dir"
     local dir
     dir="$(printf '%q' "$remote_dir")"
-    tar -C deploy -cf - "${deploy_files[@]}" | remote_shell "mkdir -p $dir && tar -xf - -C $dir"
+    # --overwrite writes into the existing files: Docker bind-mounts the Caddyfile by inode, and
+    # `caddy reload` must see the new one.
+    tar -C deploy -cf - "${deploy_files[@]}" | remote_shell "mkdir -p $dir && tar --overwrite -xf - -C $dir"
 }
 
 cmd_deploy() {

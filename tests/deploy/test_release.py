@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,8 +24,13 @@ from tests.deploy.ssh import SshTarget, start_sshd
 from tests.deploy.test_stack_files import filled_env
 from tests.images.test_api import png_bytes
 from tests.support.docker import DockerEngine
-from tests.support.server import BIN
+from tests.support.server import BIN, free_port
 from tests.support.services import ServiceUnavailable
+
+# The first test also builds the stand-in images and brings the stack up: minutes on a new machine.
+pytestmark = pytest.mark.timeout(900)
+
+REGISTRY = Path("/usr/bin/docker-registry")  # Debian's docker-registry (the CNCF distribution)
 
 BROKEN_RELEASES = {
     # The app module fails on import: `chitram` exits at start, as with a bad import. Its
@@ -46,14 +53,13 @@ class Host:
     project: str
     engine: DockerEngine
 
-    def just(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def just(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         command = [str(BIN / "just"), *args]
-        return subprocess.run(
-            command, cwd=ROOT, env=self.target.environment(), capture_output=True, text=True, timeout=timeout
-        )
+        env = {**self.target.environment(), **(extra_env or {})}
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
-    def deploy(self, image: str) -> subprocess.CompletedProcess[str]:
-        return self.just("deploy", self.target.host, "--image", image)
+    def deploy(self, image: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.just("deploy", self.target.host, "--image", image, extra_env=extra_env)
 
     def compose(self, *args: str, timeout: float = 600) -> str:
         folder = self.target.stack_dir
@@ -241,3 +247,40 @@ def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host)
     paths = {httpx.URL(item["url"]).path: item["sha256"] for item in listed["items"]}
     assert len(paths) == len(everything.splitlines())
     assert_served(paths)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A registry on loopback (Docker pulls from 127.0.0.0/8 over plain HTTP without setup)."""
+    if not REGISTRY.exists():
+        need("a container registry", ServiceUnavailable("docker-registry", "not installed (Debian's docker-registry)"))
+    address = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\nhttp:\n  addr: {address}\n"
+    )
+    log = (tmp_path / "registry.log").open("ab")
+    process = subprocess.Popen([str(REGISTRY), "serve", str(config)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"http://{address}/v2/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
+        time.sleep(0.2)
+    yield address
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_a_release_can_travel_through_a_registry_instead(host: Host, app_image: str, registry: str) -> None:
+    release = host.new_release(app_image)
+    done = host.deploy(release, extra_env={"DEPLOY_REGISTRY": f"{registry}/chitram"})
+    assert done.returncode == 0, output(done)
+    assert f"pushing {registry}/chitram:" in done.stdout and "docker save" not in done.stdout
+    tag = release.rsplit(":", 1)[1]
+    assert tag in httpx.get(f"http://{registry}/v2/chitram/tags/list", timeout=10).json()["tags"]
+    assert host.app_images() == [release, release]
+    assert live_release() == release
