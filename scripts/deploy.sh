@@ -14,6 +14,7 @@
 #   DEPLOY_REGISTRY    ship through this registry (e.g. ghcr.io/you/chitram) instead of
 #                      `docker save | ssh docker load`; the host must be logged in to it
 #   CHITRAM_BASE_IMAGE the base image `just build` starts from (default python:3.11-slim-bookworm)
+#   DEPLOY_HEALTH_TIMEOUT, DEPLOY_KEEP_RELEASES   passed on to chitram-deploy on the host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,15 @@ remote_shell() {
 
 # Run a command on the host, each argument quoted for its shell.
 on_host() { remote_shell "$(printf '%q ' "$@")"; }
+
+# Run chitram-deploy on the host, with the DEPLOY_* settings given here.
+chitram_deploy() {
+    local settings=() name
+    for name in DEPLOY_HEALTH_TIMEOUT DEPLOY_KEEP_RELEASES; do
+        [ -z "${!name:-}" ] || settings+=("$name=${!name}")
+    done
+    on_host env "${settings[@]}" "$remote_dir/chitram-deploy" "$@"
+}
 
 # chitram:<commit>, with -dirty-<time> when the tree has changes that are not committed.
 release_tag() {
@@ -94,7 +104,7 @@ cmd_deploy() {
     docker image inspect "$image" >/dev/null || die "no image $image here"
     ship "$image"
     sync_files
-    on_host "$remote_dir/chitram-deploy" deploy "$image"
+    chitram_deploy deploy "$image"
 }
 
 main() {
@@ -105,9 +115,9 @@ main() {
     case "$command" in
         deploy) cmd_deploy "$@" ;;
         rollback | status | backup | backups | start)
-            on_host "$remote_dir/chitram-deploy" "$command"
+            chitram_deploy "$command"
             ;;
-        restore) on_host "$remote_dir/chitram-deploy" restore "${1:?usage: scripts/deploy.sh restore HOST ID}" ;;
+        restore) chitram_deploy restore "${1:?usage: scripts/deploy.sh restore HOST ID}" ;;
         *) die "unknown command $command" ;;
     esac
 }

@@ -118,10 +118,13 @@ def host(
     images = "".join(f"{name}={image}\n" for name, image in standin_images.items())
     env.write_text(f"{text}{images}COMPOSE_PROJECT_NAME={project}\n")
     running = Host(ssh_target, project, docker_engine)
+    # A copy of app_image: the host removes the images of releases it no longer keeps, and the
+    # other deployment tests still need app_image.
+    release = running.new_release(app_image)
     try:
-        first = running.deploy(app_image)
+        first = running.deploy(release)
         assert first.returncode == 0, output(first)
-        assert f"live: {app_image}" in first.stdout
+        assert f"live: {release}" in first.stdout
         wait_for_the_site()
         yield running
     finally:
@@ -247,6 +250,19 @@ def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host)
     paths = {httpx.URL(item["url"]).path: item["sha256"] for item in listed["items"]}
     assert len(paths) == len(everything.splitlines())
     assert_served(paths)
+
+
+def test_only_the_last_releases_are_kept_and_older_images_are_removed(host: Host, app_image: str) -> None:
+    keep = {"DEPLOY_KEEP_RELEASES": "2"}
+    older = host.releases()
+    first, second = host.new_release(app_image), host.new_release(app_image)
+    for release in (first, second):
+        done = host.deploy(release, extra_env=keep)
+        assert done.returncode == 0, output(done)
+    assert host.releases() == [first, second]
+    for image in older:
+        assert not host.engine.has_image(image), f"{image} is no longer a kept release but is still on the host"
+    assert host.engine.has_image(first) and host.engine.has_image(second)
 
 
 @pytest.fixture
