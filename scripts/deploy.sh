@@ -29,35 +29,48 @@ die() {
 }
 
 # Run a command line on the host's shell. It is built (and quoted) here on purpose.
+# (${a[@]+"${a[@]}"}: an empty array under `set -u` on bash 3.2, macOS's.)
 remote_shell() {
     # shellcheck disable=SC2029
-    ssh "${ssh_args[@]}" "$host" "$1"
+    ssh ${ssh_args[@]+"${ssh_args[@]}"} "$host" "$1"
 }
 
 # Run a command on the host, each argument quoted for its shell.
 on_host() { remote_shell "$(printf '%q ' "$@")"; }
 
-# Run chitram-deploy on the host, with the DEPLOY_* settings given here.
+# Run chitram-deploy on the host (the installed one, or the one in an upload folder given
+# with --from), with the DEPLOY_* settings given here.
 chitram_deploy() {
-    local settings=() name
+    local settings=() name script="$remote_dir/chitram-deploy"
+    if [ "$1" = --from ]; then
+        script="$2/chitram-deploy"
+        shift 2
+    fi
     for name in DEPLOY_HEALTH_TIMEOUT DEPLOY_KEEP_RELEASES; do
         [ -z "${!name:-}" ] || settings+=("$name=${!name}")
     done
-    on_host env "${settings[@]}" "$remote_dir/chitram-deploy" "$@"
+    on_host env ${settings[@]+"${settings[@]}"} "$script" "$@"
 }
 
-# chitram:<commit>, with -dirty-<time> when the tree has changes that are not committed.
+# chitram:<commit>[-dirty]-<UTC time>: every build gets a name of its own, so a rebuild of the
+# same commit never takes the name of the image running on the host.
 release_tag() {
     local tag
     tag="chitram:$(git rev-parse --short=12 HEAD)"
     if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-        tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
+        tag="$tag-dirty"
     fi
-    echo "$tag"
+    echo "$tag-$(date -u +%Y%m%d%H%M%S)"
 }
 
 ship() {
-    local image="$1" remote
+    local image="$1" remote here_id there_id
+    # A different build under the same name would take the name from the image running there.
+    here_id="$(docker image inspect --format '{{.Id}}' "$image")"
+    there_id="$(on_host docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+    if [ -n "$there_id" ] && [ "$there_id" != "$here_id" ]; then
+        die "$host already has a different build named $image; build under a new tag (just build TAG)"
+    fi
     if [ -n "${DEPLOY_REGISTRY:-}" ]; then
         remote="$DEPLOY_REGISTRY:${image#*:}"
         say "pushing $remote"
@@ -65,19 +78,21 @@ ship() {
         docker push "$remote"
         on_host docker pull "$remote"
         on_host docker tag "$remote" "$image"
+        on_host docker image rm "$remote" >/dev/null  # the release keeps its own name only
     else
         say "shipping $image over SSH (docker save | docker load)"
         docker save "$image" | gzip -1 | remote_shell 'gunzip | docker load'
     fi
 }
 
-sync_files() {
-    say "copying the stack's files to $host:$remote_dir"
-    local dir
+# Upload the stack's files into a new folder beside the stack on the host and print its path;
+# the chitram-deploy in it puts them in place once it holds the host's lock.
+upload_files() {
+    local dir incoming
     dir="$(printf '%q' "$remote_dir")"
-    # --overwrite writes into the existing files: Docker bind-mounts the Caddyfile by inode, and
-    # `caddy reload` must see the new one.
-    tar -C deploy -cf - "${deploy_files[@]}" | remote_shell "mkdir -p $dir && tar --overwrite -xf - -C $dir"
+    incoming="$(remote_shell "mkdir -p $dir && mktemp -d $dir/.incoming.XXXXXX")"
+    tar -C deploy -cf - "${deploy_files[@]}" | remote_shell "tar -xf - -C $(printf '%q' "$incoming")"
+    echo "$incoming"
 }
 
 cmd_deploy() {
@@ -103,8 +118,8 @@ cmd_deploy() {
     fi
     docker image inspect "$image" >/dev/null || die "no image $image here"
     ship "$image"
-    sync_files
-    chitram_deploy deploy "$image"
+    say "copying the stack's files to $host:$remote_dir"
+    chitram_deploy --from "$(upload_files)" deploy "$image"
 }
 
 main() {

@@ -131,6 +131,28 @@ def known_revisions() -> set[str]:
     return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
 
 
+def database_revision(settings: Settings) -> str | None:
+    """The migration revision the database is at; None before its first migration."""
+    import asyncio
+
+    return asyncio.run(_database_revision(settings))
+
+
+async def _database_revision(settings: Settings) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    def read(connection: Any) -> str | None:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+    engine = build_alchemy_config(settings).get_engine()
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
 def missing_database_file(settings: Settings) -> str | None:
     """The embedded database's path when the file is not there (connecting would create it)."""
     from sqlalchemy.engine import make_url

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
+from chitram.db import MIGRATIONS_DIR
 from tests.deploy.conftest import ROOT, need
 from tests.deploy.load import load_on, site, wait_for_the_site
 from tests.deploy.ssh import SshTarget, start_sshd
@@ -26,6 +28,27 @@ from tests.images.test_api import png_bytes
 from tests.support.docker import DockerEngine
 from tests.support.server import BIN, free_port
 from tests.support.services import ServiceUnavailable
+
+VERSIONS = "/opt/chitram/lib/python3.11/site-packages/chitram/migrations/versions"
+NEWER_REVISION = "f00dfeed0001"
+NEWER_MIGRATION = '''"""a table a newer release adds (deployment test)"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f00dfeed0001"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("newer_release_notes", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("newer_release_notes")
+'''
 
 # The first test also builds the stand-in images and brings the stack up: minutes on a new machine.
 pytestmark = pytest.mark.timeout(900)
@@ -81,11 +104,16 @@ class Host:
     def sql(self, query: str) -> str:
         return self.compose("exec", "-T", "postgres", "psql", "-U", "chitram", "-d", "chitram", "-tAc", query).strip()
 
-    def new_release(self, base: str, dockerfile_lines: str = "") -> str:
-        """An image made from `base` that differs from it (a label), plus whatever lines are given."""
+    def new_release(self, base: str, dockerfile_lines: str = "", context: Path | None = None) -> str:
+        """An image made from `base` that differs from it (a label), plus whatever lines are given
+        (COPY reads from `context`)."""
         tag = f"chitram-test/app:release-{uuid.uuid4().hex[:8]}"
         dockerfile = f"FROM {base}\nLABEL chitram.test.release={tag}\n{dockerfile_lines}"
-        self.engine.run("build", "--quiet", "--tag", tag, "-", input=dockerfile, timeout=300)
+        if context is None:
+            self.engine.run("build", "--quiet", "--tag", tag, "-", input=dockerfile, timeout=300)
+        else:
+            (context / "Dockerfile").write_text(dockerfile)
+            self.engine.run("build", "--quiet", "--tag", tag, str(context), timeout=300)
         return tag
 
 
@@ -133,6 +161,11 @@ def host(
             capture_output=True,
             check=False,
         )
+
+
+def start(host: Host) -> subprocess.CompletedProcess[str]:
+    command = ["scripts/deploy.sh", "start", host.target.host]
+    return subprocess.run(command, cwd=ROOT, env=host.target.environment(), capture_output=True, text=True, timeout=600)
 
 
 def upload(count: int) -> dict[str, str]:
@@ -199,7 +232,7 @@ def test_a_broken_release_is_rolled_back_by_itself_and_nothing_is_lost(
     assert f"ROLLING BACK: {broken} did not become healthy" in done.stdout, output(done)
     if breakage == "crashes at start":
         assert "deliberately broken release" in done.stdout  # the failing replica's log is shown
-    assert f"rolled back: {serving} serves again" in done.stderr, output(done)
+    assert f"rolled back: {serving} serves again" in done.stdout, output(done)
     load.assert_no_failure(at_least=100)
 
     assert host.app_images() == [serving, serving]
@@ -209,17 +242,43 @@ def test_a_broken_release_is_rolled_back_by_itself_and_nothing_is_lost(
     assert_served(images)
 
 
-def test_rollback_puts_the_previous_release_back(host: Host, app_image: str) -> None:
-    if len(host.releases()) < 2:
-        deployed = host.deploy(host.new_release(app_image))
-        assert deployed.returncode == 0, output(deployed)
-    *_, previous, current = host.releases()
+def test_rollback_puts_the_previous_release_back_on_the_newer_schema(
+    host: Host, app_image: str, tmp_path: Path
+) -> None:
+    """The new release adds a table (an expand-only migration); after the rollback the older
+    release runs on that schema, and the stack still starts: its migration step leaves a
+    revision it does not know alone."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    (tmp_path / "migration.py").write_text(NEWER_MIGRATION.format(head=head))
+    copy = f"COPY migration.py {VERSIONS}/2026-12-01_newer_{NEWER_REVISION}.py\n"
+    newer = host.new_release(app_image, copy, tmp_path)
+    previous = host.releases()[-1]
+    try:
+        _roll_forward_and_back(host, newer, previous)
+    finally:
+        # The other tests' releases know `head`, not the newer revision (a backup taken now
+        # could only be restored by the newer release): undo the newer migration by hand.
+        host.sql(f"DROP TABLE IF EXISTS newer_release_notes; UPDATE alembic_version SET version_num = '{head}'")
+
+
+def _roll_forward_and_back(host: Host, newer: str, previous: str) -> None:
+    deployed = host.deploy(newer)
+    assert deployed.returncode == 0, output(deployed)
+    assert host.sql("SELECT version_num FROM alembic_version") == NEWER_REVISION
+
     done = host.just("rollback", host.target.host)
     assert done.returncode == 0, output(done)
     assert f"live: {previous}" in done.stdout
     assert host.app_images() == [previous, previous]
-    assert host.releases()[-1] == previous and current not in host.releases()
+    assert host.releases()[-1] == previous and newer not in host.releases()
     assert live_release() == previous
+    assert host.sql("SELECT version_num FROM alembic_version") == NEWER_REVISION  # never downgraded
+
+    started = start(host)  # `docker compose up` of the whole stack, the migration step included
+    assert started.returncode == 0, output(started)
+    logs = host.compose("logs", "--no-color", "migrate")
+    assert f"the database is at revision {NEWER_REVISION}, which this release" in logs
+    upload(1)
 
 
 def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host) -> None:
@@ -234,10 +293,7 @@ def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host)
     host.compose("down", "--timeout", "5")
     for volume in ("postgres_data", "minio_data", "redis_data"):
         host.engine.run("volume", "rm", f"{host.project}_{volume}")
-    started = subprocess.run(
-        ["scripts/deploy.sh", "start", host.target.host], cwd=ROOT, env=host.target.environment(),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    started = start(host)
     assert started.returncode == 0, output(started)
     assert host.sql("SELECT count(*) FROM images") == "0"
 

@@ -95,7 +95,7 @@ def test_order_health_restarts_and_logs(stack: dict[str, Any]) -> None:
         assert service["logging"]["options"]["max-size"], name
         expected = "no" if name in ONE_SHOTS else "unless-stopped"
         assert service.get("restart", "no") == expected, name
-    assert services["migrate"]["command"] == ["chitram-admin", "db", "upgrade", "--no-prompt"]
+    assert services["migrate"]["command"] == ["chitram-admin", "migrate"]
     assert services["backup"]["command"][:3] == ["chitram-admin", "backup", "schedule"]
 
 

@@ -56,6 +56,35 @@ def db_group(ctx: click.Context) -> None:
 add_migration_commands(db_group)
 
 
+@cli.command(name="migrate")
+def migrate_command() -> None:
+    """Bring the database to this release's schema: the deploy's migration step.
+
+    As `db upgrade --no-prompt`, except for a database already at a revision this release does
+    not know. A newer release migrated it and was then rolled back; migrations only add
+    (docs/deployment/README.md), so this release runs on that schema, and the step leaves it
+    as it is and succeeds instead of failing every later start.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chitram import __version__
+    from chitram.db import database_revision, known_revisions, upgrade_to_head
+
+    settings = load_settings()
+    try:
+        revision = database_revision(settings)
+        if revision is not None and revision not in known_revisions():
+            click.echo(
+                f"the database is at revision {revision}, which this release ({__version__}) does not know: "
+                "a newer release migrated it; leaving it as it is"
+            )
+            return
+        upgrade_to_head(settings)
+        click.echo(f"the database is at this release's schema (revision {database_revision(settings)})")
+    except (SQLAlchemyError, OSError) as exc:
+        raise CommandError(f"cannot migrate the database: {exc}") from None
+
+
 @cli.command()
 @click.option("--url", default=None, help="Base URL of the app (default: http://127.0.0.1:$CHITRAM_PORT).")
 @click.option(
