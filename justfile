@@ -3,6 +3,9 @@
 set dotenv-load := false
 export UV_PYTHON_DOWNLOADS := "never"
 
+# The local stack (run from deploy/): the production Compose file with docker-compose.local.yml on top.
+local_compose := "uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml"
+
 # List the recipes
 default:
     @just --list
@@ -109,14 +112,16 @@ validate-local:
     just build chitram:validate "${CHITRAM_BASE_IMAGE:-python:3.11-slim-bookworm}"
     export CHITRAM_IMAGE=chitram:validate COMPOSE_PROJECT_NAME=chitram-validate LOCAL_PORT="${LOCAL_PORT:-8080}"
     just _local-env
-    stack() { (cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml "$@"); }
+    stack() { (cd deploy && {{local_compose}} "$@"); }
     trap 'stack down --volumes --timeout 5 >/dev/null 2>&1' EXIT
     stack up --detach --wait
+    # Ready through Caddy (its replica healthy behind it), then the round trip.
+    uv run chitram-admin health --url "http://localhost:$LOCAL_PORT" --wait 120
     uv run python -m scripts.validate_stack "http://localhost:$LOCAL_PORT"
 
 # The Compose stack on this machine without TLS (http://localhost:8080), from the image `just build` made
 up: _local-env
-    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml up --detach --wait
+    cd deploy && {{local_compose}} up --detach --wait
     @echo "Chitram is up on http://localhost:${LOCAL_PORT:-8080}/"
 
 # deploy/.env.local: the example with fresh secrets, made once (ignored by git)
@@ -139,11 +144,11 @@ _local-env:
 
 # Stop the local stack (its volumes stay; add -v to docker compose down to drop them)
 down:
-    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml down
+    cd deploy && {{local_compose}} down
 
 # Follow the local stack's logs
 logs *SERVICES:
-    cd deploy && uv run docker-compose --env-file .env.local -f docker-compose.yml -f docker-compose.local.yml logs --follow {{SERVICES}}
+    cd deploy && {{local_compose}} logs --follow {{SERVICES}}
 
 # Everything CI checks
 check: lint lint-deploy typecheck test

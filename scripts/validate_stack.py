@@ -1,9 +1,10 @@
-"""Check a running Chitram end to end through its front door: ready, upload → fetch → delete.
+"""Check a running Chitram end to end through its front door: upload → fetch → delete.
 
+    uv run chitram-admin health --url http://localhost:8080 --wait 120   # ready first
     uv run python -m scripts.validate_stack http://localhost:8080
 
-`just validate-local` runs it against the local Compose stack (through Caddy). Exits 1 with the
-step that failed.
+`just validate-local` runs both against the local Compose stack (through Caddy). Exits 1 with
+the step that failed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import argparse
 import hashlib
 import io
 import sys
-import time
 
 import httpx
 from PIL import Image
@@ -26,21 +26,6 @@ def sample_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 80, 40)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def wait_until_ready(client: httpx.Client, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            response = client.get("/health/ready")
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(1)
-    raise ValidationError(f"/health/ready did not answer 200 within {seconds:g} s (last: {last})")
 
 
 def upload_fetch_delete(client: httpx.Client) -> str:
@@ -67,12 +52,9 @@ def upload_fetch_delete(client: httpx.Client) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="the site's address, e.g. http://localhost:8080")
-    parser.add_argument("--wait", type=float, default=120, help="seconds to wait for /health/ready (default 120)")
-    parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
     args = parser.parse_args(argv)
-    with httpx.Client(base_url=args.url, timeout=30, verify=not args.insecure) as client:
+    with httpx.Client(base_url=args.url, timeout=30) as client:
         try:
-            wait_until_ready(client, args.wait)
             image_id = upload_fetch_delete(client)
         except ValidationError as exc:
             print(f"validate: FAILED: {exc}", file=sys.stderr)

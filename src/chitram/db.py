@@ -124,6 +124,13 @@ def upgrade_to(settings: Settings, revision: str) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def head_revision() -> str:
+    """The newest migration revision this version ships."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head())
+
+
 def known_revisions() -> set[str]:
     """Every migration revision this version ships."""
     from alembic.script import ScriptDirectory

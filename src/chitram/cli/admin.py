@@ -68,7 +68,7 @@ def migrate_command() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from chitram import __version__
-    from chitram.db import database_revision, known_revisions, upgrade_to_head
+    from chitram.db import database_revision, head_revision, known_revisions, upgrade_to_head
 
     settings = load_settings()
     try:
@@ -80,7 +80,7 @@ def migrate_command() -> None:
             )
             return
         upgrade_to_head(settings)
-        click.echo(f"the database is at this release's schema (revision {database_revision(settings)})")
+        click.echo(f"the database is at this release's schema (revision {head_revision()})")
     except (SQLAlchemyError, OSError) as exc:
         raise CommandError(f"cannot migrate the database: {exc}") from None
 
