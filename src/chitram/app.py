@@ -38,6 +38,7 @@ from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
 from chitram.limits import RateLimiter
+from chitram.openapi import StrictStructSchemaPlugin, answer_options
 from chitram.proxies import trusted_proxy_middleware
 from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
@@ -146,7 +147,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine=JinjaTemplateEngine,
             engine_callback=lambda engine: configure_templates(engine, static_dir=frontend_dir() / "static"),
         ),
-        plugins=[HTMXPlugin()],
+        plugins=[HTMXPlugin(), StrictStructSchemaPlugin()],
+        before_request=answer_options,
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
         before_send=[security_headers_hook(settings.server.public_url), clear_dead_session],
         openapi_config=OpenAPIConfig(

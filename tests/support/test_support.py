@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import shutil
 import socket
 import socketserver
 import threading
@@ -386,7 +388,7 @@ def test_proxy_half_close_and_dead_target() -> None:
 def test_engine_reason_names_a_missing_dockerd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from . import docker
 
-    monkeypatch.setattr(docker.shutil, "which", lambda name: "/usr/bin/docker" if name == "docker" else None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker" if name == "docker" else None)
     monkeypatch.setattr(docker, "_answers", lambda client: False)
     with pytest.raises(ServiceUnavailable, match="dockerd is not installed"):
         docker.start_engine(tmp_path)
@@ -395,8 +397,8 @@ def test_engine_reason_names_a_missing_dockerd(monkeypatch: pytest.MonkeyPatch, 
 def test_engine_reason_names_missing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from . import docker
 
-    monkeypatch.setattr(docker.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(docker, "_answers", lambda client: False)
-    monkeypatch.setattr(docker.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(ServiceUnavailable, match=r"needs root"):
         docker.start_engine(tmp_path)

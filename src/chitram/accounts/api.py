@@ -16,6 +16,7 @@ from chitram.accounts.services import AccountService
 from chitram.images.api import BEARER, PageCursor, PageLimit, image_page
 from chitram.images.schemas import ImagePage
 from chitram.images.services import ImageService
+from chitram.openapi import problems
 
 
 class AccountRead(msgspec.Struct):
@@ -42,8 +43,15 @@ class TokenCreated(TokenRead):
     """Shown once; send it as 'Authorization: Bearer <token>'."""
 
 
+# Documented, not enforced by the decoder: the service explains an unusable name better.
+# At least one character that survives the service's clean-up (not space, not a control).
+VISIBLE_CHARACTER = r"[^\s\x00-\x1f\x7f]"
+
+
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, extra_json_schema={"extra": {"pattern": VISIBLE_CHARACTER}})
+    ]
 
 
 def _token_read(token: ApiToken) -> TokenRead:
@@ -57,7 +65,7 @@ class MeController(Controller):
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
     security = BEARER
 
-    @get("/", summary="The account this token belongs to")
+    @get("/", summary="The account this token belongs to", responses=problems(401))
     async def me(
         self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
     ) -> AccountRead:
@@ -73,7 +81,7 @@ class MeController(Controller):
             created_at=user.created_at,
         )
 
-    @get("/images", summary="My images of every visibility, newest first")
+    @get("/images", summary="My images of every visibility, newest first", responses=problems(400, 401))
     async def my_images(
         self,
         request: Request[Any, Any, Any],
@@ -91,14 +99,14 @@ class TokenController(Controller):
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
     security = BEARER
 
-    @get("/", summary="My API tokens (never the tokens themselves)")
+    @get("/", summary="My API tokens (never the tokens themselves)", responses=problems(401))
     async def list_tokens(
         self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
     ) -> list[TokenRead]:
         viewer = await require_viewer(request)
         return [_token_read(token) for token in await account_service.list_tokens(viewer.id)]
 
-    @post("/", status_code=201, summary="Create a token; it is shown once")
+    @post("/", status_code=201, summary="Create a token; it is shown once", responses=problems(400, 401))
     async def create_token(
         self,
         request: Request[Any, Any, Any],
@@ -109,7 +117,12 @@ class TokenController(Controller):
         created = await account_service.create_token(viewer.id, data.name)
         return TokenCreated(**msgspec.structs.asdict(_token_read(created.token)), token=created.secret)
 
-    @delete("/{token_id:int}", status_code=204, summary="Revoke a token; it stops working at once")
+    @delete(
+        "/{token_id:int}",
+        status_code=204,
+        summary="Revoke a token; it stops working at once",
+        responses=problems(400, 401, 404),
+    )
     async def revoke_token(
         self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService], token_id: FromPath[int]
     ) -> None:

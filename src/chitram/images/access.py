@@ -20,8 +20,6 @@ from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage
 from chitram.security import derive_key
 
-MIN_LINK_SECONDS = 60
-MAX_LINK_SECONDS = 7 * 24 * 3600
 # Expiry is rounded up to the next whole quarter hour, so links minted for the same image
 # around the same time are the same URL and browsers can reuse what they fetched.
 EXPIRY_GRANULARITY = 900

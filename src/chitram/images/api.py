@@ -18,9 +18,11 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from chitram.accounts.auth import Viewer, require_viewer
 from chitram.errors import ChitramError, InvalidRequestError
 from chitram.images.abuse import UploadGate
-from chitram.images.access import MAX_LINK_SECONDS, MIN_LINK_SECONDS, LinkSigner
+from chitram.images.access import LinkSigner
 from chitram.images.models import Visibility
 from chitram.images.schemas import (
+    MAX_LINK_SECONDS,
+    MIN_LINK_SECONDS,
     CachedImage,
     ImageCreated,
     ImagePage,
@@ -30,6 +32,7 @@ from chitram.images.schemas import (
     SignedUrls,
 )
 from chitram.images.services import MAX_PAGE_SIZE, ImageService, UploadResult, clean_title, parse_visibility
+from chitram.openapi import problems
 from chitram.proxies import limit_key
 from chitram.settings import Settings
 from chitram.uploads import UploadForm, read_upload_form
@@ -132,7 +135,10 @@ class UploadOperation(Operation):
     def __post_init__(self) -> None:
         properties: dict[str, Any] = {
             "file": Schema(
-                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="JPEG, PNG, GIF, WebP or AVIF."
+                type=OpenAPIType.STRING,
+                format=OpenAPIFormat.BINARY,
+                min_length=1,
+                description="JPEG, PNG, GIF, WebP or AVIF.",
             ),
             "title": Schema(type=OpenAPIType.STRING, max_length=200),
             "visibility": Schema(type=OpenAPIType.STRING, enum=[v.value for v in Visibility], default="unlisted"),
@@ -166,6 +172,7 @@ class ImageController(Controller):
             "The delete_token is returned once."
         ),
         security=OPTIONAL_BEARER,
+        responses=problems(400, 401, 403, 413, 415, 422, 429),
     )
     async def upload(
         self,
@@ -182,7 +189,7 @@ class ImageController(Controller):
             delete_url=f"{base}/i/{result.image.public_id}/delete#token={result.delete_token}",
         )
 
-    @get("/", summary="List public images, newest first")
+    @get("/", summary="List public images, newest first", responses=problems(400))
     async def list_images(
         self,
         request: Request[Any, Any, Any],
@@ -193,7 +200,7 @@ class ImageController(Controller):
         images, next_cursor = await image_service.list_public(limit=limit, cursor=cursor)
         return image_page(request, images, next_cursor)
 
-    @get("/{image_id:str}", summary="Describe one image", security=OPTIONAL_BEARER)
+    @get("/{image_id:str}", summary="Describe one image", security=OPTIONAL_BEARER, responses=problems(400, 401, 404))
     async def get_image(
         self,
         request: Request[Any, Any, Any],
@@ -207,6 +214,7 @@ class ImageController(Controller):
         "/{image_id:str}",
         summary="Change title or visibility (the owner's token, or X-Delete-Token)",
         security=OPTIONAL_BEARER,
+        responses=problems(400, 401, 403, 404),
     )
     async def update_image(
         self,
@@ -227,6 +235,7 @@ class ImageController(Controller):
         status_code=204,
         summary="Delete an image (the owner's token, or X-Delete-Token)",
         security=OPTIONAL_BEARER,
+        responses=problems(400, 401, 403, 404),
     )
     async def delete_image(
         self,
@@ -242,6 +251,7 @@ class ImageController(Controller):
         status_code=201,
         summary="Make links to a private image that work without a token until they expire",
         security=BEARER,
+        responses=problems(400, 401, 403, 404),
     )
     async def signed_url(
         self,

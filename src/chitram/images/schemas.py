@@ -12,6 +12,11 @@ from chitram.images.models import Visibility
 TitleField = Annotated[str, msgspec.Meta(max_length=200, description="Shown on the image page and used as alt text.")]
 
 
+# How long signed links to a private image may live.
+MIN_LINK_SECONDS = 60
+MAX_LINK_SECONDS = 7 * 24 * 3600
+
+
 class ImageRead(msgspec.Struct):
     id: str
     url: str
@@ -41,7 +46,12 @@ class ImageUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SignedUrlRequest(msgspec.Struct, forbid_unknown_fields=True):
-    expires_in: Annotated[int, msgspec.Meta(description="Seconds the links stay valid (60 to 604800).")] = 3600
+    expires_in: Annotated[
+        int,
+        msgspec.Meta(
+            ge=MIN_LINK_SECONDS, le=MAX_LINK_SECONDS, description="Seconds the links stay valid (60 to 604800)."
+        ),
+    ] = 3600
 
 
 class SignedUrls(msgspec.Struct):

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -115,7 +116,18 @@ class HealthController(Controller):
         settings: Settings = request.app.state.settings
         return {"status": "alive", "version": __version__, "release": settings.server.release}
 
-    @get(["/", "/ready"], summary="Database, storage and cache answer (/health is the same)", cache=False)
+    @get(
+        ["/", "/ready"],
+        summary="Database, storage and cache answer (/health is the same)",
+        cache=False,
+        responses={
+            503: ResponseSpec(
+                data_container=Readiness,
+                description="A component does not answer; the body says which.",
+                generate_examples=False,
+            )
+        },
+    )
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         checker: HealthChecker = request.app.state.health
         readiness = await checker.readiness()
