@@ -64,7 +64,7 @@ BROKEN_RELEASES = {
         '>> $(echo /opt/chitram/lib/python3*/site-packages/chitram/app.py)"\n'
         "USER 10001:10001\n"
     ),
-    # Starts and answers, but speaks TLS to MinIO, which has none: every image fetch and its
+    # Starts and answers, but speaks TLS to Garage, which has none: every image fetch and its
     # readiness fail. A request that reached it would fail; none may.
     "answers but cannot reach its storage": "ENV CHITRAM_S3_SECURE=true\n",
 }
