@@ -70,6 +70,14 @@ def test_running_it_again_changes_nothing(garage: Garage) -> None:
     assert again.stdout.endswith("(nothing to change)\n")
 
 
+def test_a_cluster_still_settling_after_its_first_layout_is_waited_for(garage: Garage) -> None:
+    garage.state.unavailable["CreateBucket"] = 2
+    result = init(garage)
+    assert result.exit_code == 0, result.output
+    assert garage.state.calls.count("CreateBucket") == 3
+    assert [bucket["alias"] for bucket in garage.state.buckets.values()] == ["chitram"]
+
+
 def test_wider_access_given_by_hand_is_taken_back(garage: Garage) -> None:
     assert init(garage).exit_code == 0
     state = garage.state

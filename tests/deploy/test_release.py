@@ -291,7 +291,7 @@ def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host)
 
     # The machine's data is gone: database, objects and Redis (the backups volume survives).
     host.compose("down", "--timeout", "5")
-    for volume in ("postgres_data", "minio_data", "redis_data"):
+    for volume in ("postgres_data", "garage_meta", "garage_data", "redis_data"):
         host.engine.run("volume", "rm", f"{host.project}_{volume}")
     started = start(host)
     assert started.returncode == 0, output(started)

@@ -31,6 +31,11 @@ ACCESS_KEY_PATTERN = re.compile(r"GK[0-9a-f]{24}")
 SECRET_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 KEY_NAME = "chitram-app"
 REQUEST_SECONDS = 10.0
+LAYOUT_SETTLE_SECONDS = 15.0
+
+
+class GarageBusy(CommandError):
+    """Garage answered 5xx: worth asking again shortly."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class GarageAdmin:
                 f"Garage refused the admin token ({response.status_code} on {name}): GARAGE_ADMIN_TOKEN in "
                 ".env.production must be the token the garage service was started with"
             )
+        if response.status_code >= 500:
+            raise GarageBusy(f"Garage failed {name} ({response.status_code}): {_message(response)}")
         if response.status_code >= 400:
             raise CommandError(f"Garage refused {name} ({response.status_code}): {_message(response)}")
         return response.json() if response.content else None
@@ -139,10 +146,19 @@ def _ensure_layout(admin: GarageAdmin, plan: StoragePlan, status: dict[str, Any]
 
 
 def _ensure_bucket(admin: GarageAdmin, plan: StoragePlan, changes: list[str]) -> str:
-    bucket = admin.call("GetBucketInfo", params={"globalAlias": plan.bucket})
-    if bucket is None:
-        bucket = admin.call("CreateBucket", body={"globalAlias": plan.bucket})
+    # Right after a first layout is applied, Garage may still be settling its tables and answer
+    # 5xx for a few seconds: look again (an attempt may have succeeded) and retry, for a while.
+    deadline = time.monotonic() + LAYOUT_SETTLE_SECONDS
+    while (bucket := admin.call("GetBucketInfo", params={"globalAlias": plan.bucket})) is None:
+        try:
+            bucket = admin.call("CreateBucket", body={"globalAlias": plan.bucket})
+        except GarageBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+            continue
         changes.append(f"bucket {plan.bucket} created")
+        break
     bucket_id: str = bucket["id"]
     if bucket.get("websiteAccess"):
         # Website access would serve the bucket's objects to anyone: images go through the app only.

@@ -58,11 +58,16 @@ class GarageState:
         self.keys: dict[str, dict[str, Any]] = {}  # access key id → {secret, name, createBucket}
         self.grants: dict[tuple[str, str], dict[str, bool]] = {}  # (bucket id, key id) → permissions
         self.calls: list[str] = []
+        # Faults for tests: endpoint name → how many more calls answer 503, as a settling cluster may.
+        self.unavailable: dict[str, int] = {}
         self.lock = threading.Lock()
         self._on_create_bucket = on_create_bucket
 
     def handle(self, method: str, name: str, query: dict[str, str], body: Any) -> Any:
         self.calls.append(name)
+        if self.unavailable.get(name):
+            self.unavailable[name] -= 1
+            raise Refused(503, "InternalError", "Could not reach quorum of 1 (sent 1, got 0 OK)")
         handler = getattr(self, f"_{name}", None)
         if handler is None:
             raise Refused(400, "InvalidRequest", f"stand-in: endpoint {name} is not implemented")
