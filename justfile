@@ -146,7 +146,7 @@ _local-env:
         chmod 600 .env.local
     fi
 
-# Every image the production stack pulls (the monitoring profile's included), as this environment resolves them: pull or mirror them ahead
+# Every image the stack pulls (monitoring included), as this environment resolves them: to pull or mirror ahead
 images:
     #!/usr/bin/env bash
     set -euo pipefail
