@@ -19,7 +19,7 @@ import pytest
 
 from tests.deploy.conftest import ROOT
 from tests.deploy.load import SITE, load_on, site, wait_for_the_site
-from tests.deploy.test_stack_files import filled_env
+from tests.deploy.test_stack_files import SECRETS, filled_env
 from tests.images.test_api import png_bytes
 from tests.support.server import BIN
 
@@ -93,7 +93,7 @@ def test_metrics_are_not_served_from_outside(stack: Stack) -> None:
     with site() as client:
         # Caddy's own bodiless 404, not the app's problem+json one: the request never reached a replica.
         for path in ("/metrics", "/metrics/x"):
-            hidden = client.get(path, headers={"Authorization": "Bearer metrics-token"})
+            hidden = client.get(path, headers={"Authorization": f"Bearer {SECRETS['CHITRAM_METRICS_TOKEN']}"})
             assert (hidden.status_code, hidden.content) == (404, b""), path
         assert client.get("/no-such-page").content != b""  # the app's 404 has a body
 
@@ -101,7 +101,7 @@ def test_metrics_are_not_served_from_outside(stack: Stack) -> None:
 def test_storage_init_made_the_bucket_and_the_key_and_runs_again_harmlessly(stack: Stack) -> None:
     again = stack.compose("run", "--rm", "-T", "storage-init")
     assert "(nothing to change)" in again
-    assert "garage-admin-token" not in stack.compose("exec", "-T", "app", "env")
+    assert SECRETS["GARAGE_ADMIN_TOKEN"] not in stack.compose("exec", "-T", "app", "env")
 
 
 def test_a_body_above_the_upload_limit_is_refused_by_caddy(stack: Stack) -> None:

@@ -29,7 +29,8 @@ SECRETS = {
     # Garage's key formats: GK + 12 bytes hex, and 32 bytes hex.
     "CHITRAM_S3_ACCESS_KEY": "GK" + "0a" * 12,
     "CHITRAM_S3_SECRET_KEY": "5e" * 32,
-    "CHITRAM_METRICS_TOKEN": "metrics-token",
+    # Long enough for any check the app makes on it (it is a bearer token).
+    "CHITRAM_METRICS_TOKEN": "6d" * 32,
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 ONE_SHOTS = {"migrate", "storage-init"}
