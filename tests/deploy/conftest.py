@@ -21,6 +21,8 @@ STANDIN_IMAGES = {
     "CADDY_IMAGE": "caddy",
     "POSTGRES_IMAGE": "postgres",
     "REDIS_IMAGE": "redis",
+    "GARAGE_IMAGE": "garage",
+    # The MinIO-era stack (tests/deploy/minio_era/) of the migration test.
     "MINIO_IMAGE": "s3",
     "MINIO_CLIENT_IMAGE": "s3",
 }

@@ -64,7 +64,7 @@ BROKEN_RELEASES = {
         '>> $(echo /opt/chitram/lib/python3*/site-packages/chitram/app.py)"\n'
         "USER 10001:10001\n"
     ),
-    # Starts and answers, but speaks TLS to MinIO, which has none: every image fetch and its
+    # Starts and answers, but speaks TLS to Garage, which has none: every image fetch and its
     # readiness fail. A request that reached it would fail; none may.
     "answers but cannot reach its storage": "ENV CHITRAM_S3_SECURE=true\n",
 }
@@ -291,7 +291,7 @@ def test_a_backup_brings_every_image_back_after_the_volumes_are_lost(host: Host)
 
     # The machine's data is gone: database, objects and Redis (the backups volume survives).
     host.compose("down", "--timeout", "5")
-    for volume in ("postgres_data", "minio_data", "redis_data"):
+    for volume in ("postgres_data", "garage_meta", "garage_data", "redis_data"):
         host.engine.run("volume", "rm", f"{host.project}_{volume}")
     started = start(host)
     assert started.returncode == 0, output(started)

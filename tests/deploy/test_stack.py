@@ -1,7 +1,7 @@
 """The production Compose stack on a real Docker engine: deploy/docker-compose.yml and
 deploy/Caddyfile as they are, with only the image names swapped for stand-ins built here
-(Debian's PostgreSQL, Redis and Caddy; moto behind `minio` and `mc` commands), since no
-registry is reachable."""
+(Debian's PostgreSQL, Redis and Caddy; moto and a stand-in of Garage's admin API behind a
+`/garage` command), since no registry is reachable."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from tests.deploy.conftest import ROOT
 from tests.deploy.load import SITE, load_on, site, wait_for_the_site
-from tests.deploy.test_stack_files import filled_env
+from tests.deploy.test_stack_files import SECRETS, filled_env
 from tests.images.test_api import png_bytes
 from tests.support.server import BIN
 
@@ -87,6 +87,21 @@ def test_upload_fetch_and_delete_through_caddy_with_its_headers(stack: Stack) ->
     log = stack.compose("logs", "--no-color", "caddy")
     assert body["delete_token"] not in log and "X-Delete-Token" not in log
     assert '"uri":"/api/v1/images"' in log.replace(" ", "")
+
+
+def test_metrics_are_not_served_from_outside(stack: Stack) -> None:
+    with site() as client:
+        # Caddy's own bodiless 404, not the app's problem+json one: the request never reached a replica.
+        for path in ("/metrics", "/metrics/x"):
+            hidden = client.get(path, headers={"Authorization": f"Bearer {SECRETS['CHITRAM_METRICS_TOKEN']}"})
+            assert (hidden.status_code, hidden.content) == (404, b""), path
+        assert client.get("/no-such-page").content != b""  # the app's 404 has a body
+
+
+def test_storage_init_made_the_bucket_and_the_key_and_runs_again_harmlessly(stack: Stack) -> None:
+    again = stack.compose("run", "--rm", "-T", "storage-init")
+    assert "(nothing to change)" in again
+    assert SECRETS["GARAGE_ADMIN_TOKEN"] not in stack.compose("exec", "-T", "app", "env")
 
 
 def test_a_body_above_the_upload_limit_is_refused_by_caddy(stack: Stack) -> None:
