@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chitram.images.processing import ImageRejected
+from chitram.logs import current_request_id
 from chitram.storage import ObjectNotFound, StorageConfigError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    request_id: str | None = None  # on 5xx, so a user's report can be found in the logs
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
@@ -142,6 +144,7 @@ def problem_response(
         detail=detail,
         instance=request.url.path,
         errors=errors,
+        request_id=current_request_id() if status >= 500 else None,
     )
     return Response(
         content=msgspec.json.encode(body),
