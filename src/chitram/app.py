@@ -193,6 +193,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         debug=False,
+        # The process sets up logging (chitram.logs: JSON in production); Litestar's default
+        # would replace the root handler with its own text format when the app starts.
+        logging_config=None,
     )
     # Around Litestar's whole handler rather than in `middleware` (which runs only once a route
     # matched): unmatched requests get their client address, id, metrics and log line too.

@@ -82,6 +82,8 @@ def configure_logging(*, json_lines: bool, level: int = logging.INFO) -> None:
         root.removeHandler(handler)
     root.addHandler(log_handler(sys.stderr, json_lines=json_lines))
     root.setLevel(level)
+    # httpx logs every request's full URL at INFO, and an outgoing URL may carry a credential.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def granian_log_config(*, json_lines: bool) -> dict[str, Any]:
