@@ -123,6 +123,7 @@ def problem_response(
     # The same URL answers with a page or a problem depending on these request headers, and an
     # error must never be served from a cache in place of a later success.
     headers = {"Vary": "Accept, HX-Request", "Cache-Control": "no-store", **(headers or {})}
+    request_id = current_request_id() if status >= 500 else None
     if not _wants_json(request):
         return Template(
             template_name="error.html",
@@ -132,6 +133,7 @@ def problem_response(
                 "detail": detail,
                 "retry_after": headers.get("Retry-After"),
                 "problem_type": problem_type,
+                "request_id": request_id,
             },
             status_code=status,
             headers=headers,
@@ -144,7 +146,7 @@ def problem_response(
         detail=detail,
         instance=request.url.path,
         errors=errors,
-        request_id=current_request_id() if status >= 500 else None,
+        request_id=request_id,
     )
     return Response(
         content=msgspec.json.encode(body),

@@ -75,12 +75,12 @@ def log_handler(stream: IO[str], *, json_lines: bool) -> logging.Handler:
     return handler
 
 
-def configure_logging(*, json_lines: bool, level: int = logging.INFO) -> None:
-    """Send every logger's records through one handler on stderr, replacing earlier ones."""
+def configure_logging(*, json_lines: bool, level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """Send every logger's records through one handler (on stderr), replacing earlier ones."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(log_handler(sys.stderr, json_lines=json_lines))
+    root.addHandler(log_handler(stream or sys.stderr, json_lines=json_lines))
     root.setLevel(level)
     # httpx logs every request's full URL at INFO, and an outgoing URL may carry a credential.
     logging.getLogger("httpx").setLevel(logging.WARNING)

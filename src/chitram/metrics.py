@@ -63,9 +63,19 @@ IMAGE_CACHE = Counter(
 UNMATCHED_ROUTE = "unmatched"
 
 
+# The labelled children of each (method, route, status), so a request skips the label lookup
+# (a lock and a dict) that prometheus_client does on every labels() call. Bounded like the series.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:
+        series = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route))
+        _REQUEST_SERIES[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def observe_dependency(dependency: str, operation: str, seconds: float, *, failed: bool) -> None:

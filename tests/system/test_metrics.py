@@ -179,7 +179,7 @@ async def test_storage_reads_are_timed_and_a_missing_object_is_no_error(client: 
     )
 
 
-async def test_storage_and_database_failures_are_counted(proxied_settings: Settings, s3_proxy: FaultProxy) -> None:
+async def test_storage_failures_are_counted(proxied_settings: Settings, s3_proxy: FaultProxy) -> None:
     async with AsyncTestClient(app=create_app(with_token(proxied_settings))) as client:
         assert (await client.get("/health/ready")).status_code == 200
         before = await scrape(client)
@@ -198,6 +198,20 @@ async def test_storage_and_database_failures_are_counted(proxied_settings: Setti
 
     assert errors(dependency="storage", operation="ping") == 1
     assert errors(dependency="storage", operation="put") >= 1
+
+
+async def test_database_failures_are_counted(embedded_settings: Settings) -> None:
+    async with AsyncTestClient(app=create_app(with_token(embedded_settings))) as client:
+        before = await scrape(client)
+        database = embedded_settings.data_dir / "chitram.db"
+        database.unlink()
+        database.mkdir()  # SQLite cannot open it any more
+        await client.app.state.database.engine.dispose()
+        assert (await client.get("/api/v1/images/abcdefghijkl")).status_code == 503
+        after = await scrape(client)
+    name = "chitram_dependency_errors_total"
+    labels = {"dependency": "database", "operation": "connect"}
+    assert value(after, name, **labels) - value(before, name, **labels) >= 1
 
 
 @pytest.fixture

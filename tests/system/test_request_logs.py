@@ -120,6 +120,9 @@ async def test_a_500_names_its_request_id_in_the_body_and_every_log_line(
     assert {line["logger"] for line in lines} >= {"chitram.errors", "chitram.access"}
     (error,) = [line for line in lines if line["logger"] == "chitram.errors"]
     assert "RuntimeError: a bug" in error["exception"]
+    page = await client.get("/i/abcdefghijkl", headers={"X-Request-ID": "report-me-2", **HTML})
+    assert page.status_code == 500
+    assert '<code class="request-id">report-me-2</code>' in page.text
     # A client error says nothing about ids: they are for tracing our failures.
     assert "request_id" not in (await client.get("/api/v1/nothing-here")).json()
 

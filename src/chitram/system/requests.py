@@ -7,9 +7,9 @@ route matches (404, 405) are counted and logged too.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -38,7 +38,7 @@ def observe_requests(app: ASGIApp, *, user_id_of: UserIdOf) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        request_id = _adopted_request_id(scope) or uuid.uuid4().hex
+        request_id = _adopted_request_id(scope) or os.urandom(16).hex()
         reset_token = REQUEST_ID.set(request_id)
         response = _ResponseSeen()
         path = scope["path"]  # before routing, which shortens it for mounted apps (static files)
