@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chitram import __version__
 from chitram.accounts.api import MeController, TokenController
-from chitram.accounts.auth import clear_dead_session, load_viewer
+from chitram.accounts.auth import clear_dead_session, identified_user_id, load_viewer
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountLimits, AccountService
 from chitram.accounts.sessions import SessionStore
@@ -38,13 +38,16 @@ from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
 from chitram.limits import RateLimiter
+from chitram.logs import configure_logging
 from chitram.openapi import StrictStructSchemaPlugin, answer_options
 from chitram.proxies import trusted_proxy_middleware
 from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
-from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
+from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, TimedStorage, create_storage
 from chitram.stores import SafeCache, Stores, create_stores
 from chitram.system.health import HealthChecker, HealthController
+from chitram.system.metrics import GaugeRefresher, metrics_handlers
+from chitram.system.requests import observe_requests
 from chitram.templating import configure_templates
 
 logger = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     check_production_settings(settings)
     secret_key = resolve_secret_key(settings)
     database = Database.from_settings(settings)
-    storage = create_storage(settings)
+    storage: ObjectStorage = TimedStorage(create_storage(settings))
     stores = create_stores(settings)
     cache = SafeCache(stores, ttl_seconds=settings.cache.cache_ttl_seconds)
     processor = ImageProcessor(
@@ -115,8 +118,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
 
+    # Scrape-time gauges (images, stored bytes, last backup): async callables that set them,
+    # run before each /metrics answer (see system/metrics.py).
+    refresh_gauges: list[GaugeRefresher] = []
+
     templates = frontend_dir() / "templates"
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ImageController,
             MeController,
@@ -125,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AccountPages,
             AdminPages,
             HealthController,
+            *metrics_handlers(token=settings.metrics.metrics_token, refresh_gauges=refresh_gauges),
             create_static_files_router(
                 path="/static",
                 directories=[frontend_dir() / "static"],
@@ -139,7 +147,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "account_service": Provide(account_service, sync_to_thread=False),
             "viewer": Provide(load_viewer),
         },
-        middleware=[trusted_proxy_middleware(settings.server.trusted_proxies)],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         template_config=TemplateConfig(
@@ -188,7 +195,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         debug=False,
+        # The process sets up logging (chitram.logs: JSON in production); Litestar's default
+        # would replace the root handler with its own text format when the app starts.
+        logging_config=None,
     )
+    # Around Litestar's whole handler rather than in `middleware` (which runs only once a route
+    # matched): unmatched requests get their client address, id, metrics and log line too.
+    with_client = trusted_proxy_middleware(settings.server.trusted_proxies)(app.asgi_handler)
+    app.asgi_handler = observe_requests(with_client, user_id_of=identified_user_id)
+    return app
 
 
 async def _prepare_storage(storage: ObjectStorage) -> bool:
@@ -241,5 +256,6 @@ def _clear_stale_uploads(folder: Path) -> None:
 
 def create_app_from_env() -> Litestar:
     """Factory for granian (`--factory`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(json_lines=settings.is_production)
+    return create_app(settings)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chitram.images.processing import ImageRejected
+from chitram.logs import current_request_id
 from chitram.storage import ObjectNotFound, StorageConfigError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    request_id: str | None = None  # on 5xx, so a user's report can be found in the logs
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
@@ -121,6 +123,7 @@ def problem_response(
     # The same URL answers with a page or a problem depending on these request headers, and an
     # error must never be served from a cache in place of a later success.
     headers = {"Vary": "Accept, HX-Request", "Cache-Control": "no-store", **(headers or {})}
+    request_id = current_request_id() if status >= 500 else None
     if not _wants_json(request):
         return Template(
             template_name="error.html",
@@ -130,6 +133,7 @@ def problem_response(
                 "detail": detail,
                 "retry_after": headers.get("Retry-After"),
                 "problem_type": problem_type,
+                "request_id": request_id,
             },
             status_code=status,
             headers=headers,
@@ -142,6 +146,7 @@ def problem_response(
         detail=detail,
         instance=request.url.path,
         errors=errors,
+        request_id=request_id,
     )
     return Response(
         content=msgspec.json.encode(body),

@@ -21,6 +21,7 @@ SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a secret
 # Values that appear in examples and docs; production must never run with them.
 UNSAFE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class UnsafeSettingsError(RuntimeError):
@@ -178,6 +179,23 @@ class HealthSettings(_Section):
     """Each readiness check (database, storage, cache) fails after this many seconds."""
 
 
+class MetricsSettings(_Section):
+    metrics_token: str = ""
+    """Bearer token that Prometheus sends to read GET /metrics (at least 16 characters). Empty: /metrics is 404."""
+
+    @model_validator(mode="after")
+    def _token_long_enough(self) -> MetricsSettings:
+        token = self.metrics_token
+        if token and (len(token) < MIN_METRICS_TOKEN_LENGTH or token != token.strip()):
+            # Anyone who reaches the app could guess a short one; a stray space breaks every scrape.
+            raise ValueError(
+                f"CHITRAM_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters without "
+                "surrounding spaces; use a random value, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return self
+
+
 class BackupSettings(_Section):
     backup_dest: str = ""
     """Where `chitram-admin backup` keeps backups: a folder, or s3://BUCKET[/PREFIX]. Empty: DATA_DIR/backups."""
@@ -224,6 +242,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -13,8 +13,9 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -29,6 +30,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MAX_PART_SIZE, MIN_PART_SIZE, check_bucket_name
 
+from chitram.metrics import count_dependency_error, observe_dependency, timed_dependency
 from chitram.settings import Settings, StorageBackend
 
 T = TypeVar("T")
@@ -615,6 +617,90 @@ def _utc(value: datetime | None) -> datetime:
     if value is None:
         return datetime.fromtimestamp(0, UTC)
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- measured ------------------------------------------------------------------------------------
+
+
+class TimedStorage:
+    """Any ObjectStorage, with each call's latency and failures counted as
+    chitram_dependency_seconds / chitram_dependency_errors_total {dependency="storage"}.
+
+    "No such object" is an answer, not a failure. Streams (read, list) are timed to their first
+    item, the latency a request waits for, not to their end, which depends on the client.
+    """
+
+    def __init__(self, inner: ObjectStorage) -> None:
+        self.inner = inner
+
+    async def ensure_ready(self) -> None:
+        with _timed("ensure_ready"):
+            await self.inner.ensure_ready()
+
+    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        with _timed("put"):
+            await self.inner.put(key, data, content_type=content_type)
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        with _timed("put"):
+            await self.inner.put_file(key, path, content_type=content_type)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        with _timed("stat"):
+            return await self.inner.stat(key)
+
+    def read(
+        self, key: str, *, offset: int = 0, length: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        return _timed_stream("read", self.inner.read(key, offset=offset, length=length, chunk_size=chunk_size))
+
+    async def delete(self, key: str) -> None:
+        with _timed("delete"):
+            await self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        return _timed_stream("list", self.inner.list(prefix))
+
+    async def ping(self) -> None:
+        with _timed("ping"):
+            await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _timed(operation: str) -> AbstractContextManager[None]:
+    return timed_dependency("storage", operation, expected=(ObjectNotFound,))
+
+
+async def _timed_stream(operation: str, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    started = time.perf_counter()
+    measured = False
+
+    def measure(*, failed: bool) -> None:
+        nonlocal measured
+        if not measured:
+            measured = True
+            observe_dependency("storage", operation, time.perf_counter() - started, failed=failed)
+        elif failed:  # after the first item: an error, but no second latency for one call
+            count_dependency_error("storage", operation)
+
+    try:
+        async for item in items:
+            measure(failed=False)
+            yield item
+    except ObjectNotFound:
+        measure(failed=False)
+        raise
+    except Exception:
+        measure(failed=True)
+        raise
+    finally:
+        measure(failed=False)  # an empty stream, or a reader that stopped before the first item
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            # Now, not when collected: the S3 adapter frees its connection when its stream closes.
+            await close()
 
 
 def create_storage(settings: Settings) -> ObjectStorage:

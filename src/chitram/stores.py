@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from chitram.metrics import timed_dependency
 from chitram.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,10 +77,11 @@ class SafeCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            if self._redis is not None:
-                value: bytes | None = await self._redis.get(CACHE_KEY_PREFIX + key)
-            else:
-                value = await self._memory.get(key)
+            with timed_dependency("cache", "get"):
+                if self._redis is not None:
+                    value: bytes | None = await self._redis.get(CACHE_KEY_PREFIX + key)
+                else:
+                    value = await self._memory.get(key)
         except Exception:
             logger.warning("cache read failed for %s", key, exc_info=True)
             return None
@@ -88,25 +90,33 @@ class SafeCache:
     async def add(self, key: str, value: bytes) -> None:
         """Cache `value` unless anything (an entry or a tombstone) is there already."""
         try:
-            if self._redis is not None:
-                await self._redis.set(CACHE_KEY_PREFIX + key, value, ex=self._ttl, nx=True)
-                return
-            async with self._add_lock:
-                if not await self._memory.exists(key):
-                    await self._memory.set(key, value, expires_in=self._ttl)
+            with timed_dependency("cache", "add"):
+                await self._add(key, value)
         except Exception:
             logger.warning("cache write failed for %s", key, exc_info=True)
+
+    async def _add(self, key: str, value: bytes) -> None:
+        if self._redis is not None:
+            await self._redis.set(CACHE_KEY_PREFIX + key, value, ex=self._ttl, nx=True)
+            return
+        async with self._add_lock:
+            if not await self._memory.exists(key):
+                await self._memory.set(key, value, expires_in=self._ttl)
 
     async def invalidate(self, key: str) -> bool:
         """Leave a tombstone; False when the store failed (the caller decides whether that matters)."""
         try:
-            if self._redis is not None:
-                await self._redis.set(CACHE_KEY_PREFIX + key, TOMBSTONE, ex=TOMBSTONE_SECONDS)
-                return True
-            async with self._add_lock:
-                await self._memory.set(key, TOMBSTONE, expires_in=TOMBSTONE_SECONDS)
+            with timed_dependency("cache", "invalidate"):
+                await self._invalidate(key)
         except Exception:
             # A stale entry would outlive the change; it expires after the TTL at the latest.
             logger.error("cache invalidation failed for %s", key, exc_info=True)
             return False
         return True
+
+    async def _invalidate(self, key: str) -> None:
+        if self._redis is not None:
+            await self._redis.set(CACHE_KEY_PREFIX + key, TOMBSTONE, ex=TOMBSTONE_SECONDS)
+            return
+        async with self._add_lock:
+            await self._memory.set(key, TOMBSTONE, expires_in=TOMBSTONE_SECONDS)

@@ -59,6 +59,12 @@ async def load_viewer(request: Request[Any, Any, Any]) -> Viewer | None:
     return viewer
 
 
+def identified_user_id(scope: Scope) -> int | None:
+    """The account this request was found to act for, if it looked (for the request log)."""
+    viewer = scope.get(_VIEWER)
+    return viewer.id if isinstance(viewer, Viewer) else None
+
+
 def forget_viewer(request: Request[Any, Any, Any]) -> None:
     """Answer the rest of this request as if nobody had been identified (see images.views)."""
     request.scope.pop(_VIEWER, None)  # type: ignore[misc]

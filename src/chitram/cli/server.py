@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from chitram.db import upgrade_to_head
+# Nothing imported here may import prometheus_client (chitram.db, chitram.app do): it picks
+# its single- or multi-process mode once, at import, from PROMETHEUS_MULTIPROC_DIR.
+from chitram.logs import granian_log_config
 from chitram.settings import Settings, UnsafeSettingsError, check_production_settings, resolve_secret_key
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -26,9 +34,34 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     return parser.parse_args(argv)
 
 
+def prepare_metrics_dir() -> Path:
+    """An empty directory for this server's metric files, named to prometheus_client.
+
+    Workers (forked or spawned by granian) inherit the variable, so each writes its own files
+    there and /metrics sums them. A new directory per start: counters from an earlier run, or
+    from another server on this machine, are never added in.
+    """
+    if "prometheus_client" in sys.modules:
+        # Imported before the variable was set: each worker would count alone, silently.
+        raise RuntimeError(f"prometheus_client was imported before {MULTIPROC_ENV} was set")
+    path = Path(tempfile.mkdtemp(prefix="chitram-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
+    metrics_dir = prepare_metrics_dir()
+    try:
+        serve(argv)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def serve(argv: list[str] | None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
+
+    from chitram.db import upgrade_to_head
 
     try:
         settings = Settings.from_env()
@@ -58,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         reload=args.reload,
-        log_access=False,
+        log_access=False,  # the app logs each request itself (chitram.system.requests)
+        log_dictconfig=granian_log_config(json_lines=settings.is_production),
     ).serve()
 
 

@@ -44,6 +44,7 @@ from chitram.images.access import can_manage, can_view
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
 from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.metrics import count_image_cache
 from chitram.storage import ObjectStorage, StorageUnavailable
 from chitram.stores import SafeCache
 
@@ -199,6 +200,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         return image
 
     async def _cached(self, public_id: str) -> CachedImage | None:
+        cached = await self._decode_cached(public_id)
+        count_image_cache(hit=cached is not None)
+        return cached
+
+    async def _decode_cached(self, public_id: str) -> CachedImage | None:
         raw = await self.cache.get(CACHE_PREFIX + public_id)
         if raw is None:
             return None
