@@ -44,6 +44,7 @@ from chitram.settings import Settings, check_production_settings, resolve_secret
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
 from chitram.stores import SafeCache, Stores, create_stores
 from chitram.system.health import HealthChecker, HealthController
+from chitram.system.views import OperatorPages
 from chitram.templating import configure_templates
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AccountPages,
             AdminPages,
             HealthController,
+            OperatorPages,
             create_static_files_router(
                 path="/static",
                 directories=[frontend_dir() / "static"],
