@@ -49,7 +49,7 @@ async def add_to_counters(session: AsyncSession, changes: Mapping[str, int]) -> 
 
 
 async def read_totals(session: AsyncSession) -> Totals:
-    values = dict((await session.execute(select(Counter.name, Counter.value))).tuples().all())
+    values = dict((await session.execute(select(Counter.name, Counter.value))).all())
     return Totals(images=values.get(IMAGES, 0), stored_bytes=values.get(STORED_BYTES, 0))
 
 
@@ -76,7 +76,7 @@ async def upload_outcomes_since(session: AsyncSession, since: datetime) -> dict[
         .where(UploadOutcomeCount.epoch_hour >= epoch_hour(since))
         .group_by(UploadOutcomeCount.outcome)
     )
-    return {outcome: int(total) for outcome, total in (await session.execute(statement)).tuples().all()}
+    return {outcome: int(total) for outcome, total in (await session.execute(statement)).all()}
 
 
 @dataclass(frozen=True)
