@@ -108,7 +108,7 @@ async def _counter_rows(url: str) -> dict[str, int]:
     try:
         async with engine.connect() as connection:
             rows = await connection.execute(text("SELECT name, value FROM counters"))
-            return {name: value for name, value in rows}
+            return {str(name): int(value) for name, value in rows.all()}
     finally:
         await engine.dispose()
 
@@ -207,7 +207,7 @@ async def test_every_upload_outcome_is_counted_by_reason(strict_settings: Settin
         assert (await upload(client, png_bytes((10, 10)))).status_code == 201
         assert (await upload(client, png_bytes((12, 12)))).status_code == 429
 
-    expected = {outcome: 1 for outcome in OUTCOMES} | {"stored": 2}
+    expected = dict.fromkeys(OUTCOMES, 1) | {"stored": 2}
     async with own_sessions(app) as session:
         assert await upload_outcomes_since(session, datetime.now(UTC) - timedelta(hours=1)) == expected
         # An hour's counts are kept per hour: nothing is older than this one.
