@@ -272,3 +272,20 @@ async def test_gauges_keep_their_values_when_the_database_is_down(tmp_path: Path
         assert not await refresh_operational_gauges(database)
     finally:
         await database.dispose()
+
+
+def test_a_database_holding_only_operational_facts_is_still_an_empty_restore_target(tmp_path: Path) -> None:
+    from chitram.backups.database import tables_with_rows
+
+    settings = base_settings(tmp_path)
+    upgrade_to_head(settings)
+    facts = [
+        "INSERT INTO counters (name, value) VALUES ('images', 0)",
+        "INSERT INTO upload_outcomes (epoch_hour, outcome, count) VALUES (1, 'rate_limited', 3)",
+        "INSERT INTO backup_rounds (started_at, finished_at, ok, verified, created_at, updated_at)"
+        " VALUES ('2026-01-01', '2026-01-01', 0, 0, '2026-01-01', '2026-01-01')",
+    ]
+    asyncio.run(_execute(settings.database_url, facts))
+    assert asyncio.run(tables_with_rows(settings.database_url)) == []
+    asyncio.run(_execute(settings.database_url, [blob_row("one", 1, 1), image_row("AAAAAAAAAAAA", "one")]))
+    assert asyncio.run(tables_with_rows(settings.database_url)) == ["blobs", "images"]

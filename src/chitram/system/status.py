@@ -48,7 +48,9 @@ class Disk:
 
     @property
     def percent(self) -> float:
-        return round(100 * self.used / self.total, 1) if self.total else 0.0
+        """As `df` counts it: of the space the app can use (blocks kept for root are not)."""
+        usable = self.used + self.free
+        return round(100 * self.used / usable, 1) if usable else 0.0
 
 
 @dataclass(frozen=True)
