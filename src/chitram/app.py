@@ -45,9 +45,11 @@ from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, TimedStorage, create_storage
 from chitram.stores import SafeCache, Stores, create_stores
+from chitram.system.gauges import refresh_operational_gauges
 from chitram.system.health import HealthChecker, HealthController
 from chitram.system.metrics import GaugeRefresher, metrics_handlers
 from chitram.system.requests import observe_requests
+from chitram.system.views import OperatorPages
 from chitram.templating import configure_templates
 
 logger = logging.getLogger(__name__)
@@ -120,7 +122,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     # Scrape-time gauges (images, stored bytes, last backup): async callables that set them,
     # run before each /metrics answer (see system/metrics.py).
-    refresh_gauges: list[GaugeRefresher] = []
+    async def refresh_facts() -> None:
+        await refresh_operational_gauges(database)
+
+    refresh_gauges: list[GaugeRefresher] = [refresh_facts]
 
     templates = frontend_dir() / "templates"
     app = Litestar(
@@ -133,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminPages,
             HealthController,
             *metrics_handlers(token=settings.metrics.metrics_token, refresh_gauges=refresh_gauges),
+            OperatorPages,
             create_static_files_router(
                 path="/static",
                 directories=[frontend_dir() / "static"],

@@ -140,6 +140,7 @@ def load_metadata() -> MetaData:
     """The metadata of every table; importing the feature model modules registers them."""
     from chitram.accounts import models as _accounts  # noqa: F401
     from chitram.images import models as _images  # noqa: F401
+    from chitram.system import models as _system  # noqa: F401
 
     return orm_registry.metadata
 

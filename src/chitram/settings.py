@@ -229,6 +229,25 @@ class BackupSettings(_Section):
         return values
 
 
+class AlertSettings(_Section):
+    alert_webhook_url: str = ""
+    """JSON webhook (Slack, Discord, ntfy, Healthchecks.io…) told of backups and `status --notify`. Empty: none."""
+    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    """A webhook that does not answer within this many seconds is given up on (a backup never waits longer)."""
+    alert_backup_max_age_hours: float = Field(default=26.0, gt=0)
+    """`status` needs attention when the newest verified backup is older than this many hours."""
+    alert_disk_max_percent: float = Field(default=85.0, ge=0, le=100)
+    """`status` needs attention when the filesystem holding DATA_DIR is fuller than this percentage."""
+
+    @model_validator(mode="after")
+    def _webhook_is_usable(self) -> AlertSettings:
+        from chitram.system.alerts import check_webhook_url  # raises with what is wrong
+
+        if self.alert_webhook_url:
+            check_webhook_url(self.alert_webhook_url)
+        return self
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every section of the configuration."""
@@ -243,6 +262,7 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -67,7 +67,7 @@ async def test_create_list_and_verify_report_what_an_operator_needs(stacks: Stac
     )
     assert found, out
     backup_id = found.group(1)
-    assert f"backup {backup_id} to {dest}" in err and "database: 4 tables" in err
+    assert f"backup {backup_id} to {dest}" in err and "database: 7 tables" in err
 
     code, out, _ = await cli(source, "create", "--dest", dest)
     assert code == 0

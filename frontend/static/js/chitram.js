@@ -246,13 +246,14 @@
     if (forgetDelete) deleteRemembered(forgetDelete.closest("[data-id]"));
   });
 
-  // Buttons with data-confirm ask before their form is sent (bulk delete). Without JavaScript
-  // the form is sent as it is, like every other form here.
+  // Buttons with data-confirm ask before their form is sent (bulk delete, /admin). Without
+  // JavaScript the form is sent as it is, like every other form here.
   document.addEventListener("submit", function (event) {
     const button = event.submitter;
     if (!button || !button.dataset.confirm) return;
     const form = event.target;
-    if (!form.querySelector('input[type="checkbox"]:checked')) {
+    const choices = form.querySelector('input[type="checkbox"]');
+    if (choices && !form.querySelector('input[type="checkbox"]:checked')) {
       event.preventDefault();
       toast("Tick the images to delete first.", "error");
       return;

@@ -27,8 +27,10 @@ from sqlalchemy.pool import NullPool
 
 from chitram.backups.repository import BackupError
 from chitram.db import VERSION_TABLE, load_metadata
+from chitram.system.models import BackupRound, Counter, UploadOutcomeCount
 
 BATCH_ROWS = 1000
+OPERATIONAL_TABLES = frozenset({Counter.__tablename__, UploadOutcomeCount.__tablename__, BackupRound.__tablename__})
 # Objects a backup must hold: those of every blob an image still points at. Blobs at
 # refcount 0 are garbage waiting for `chitram-admin gc`; their rows travel, their bytes do not.
 _NEEDED_KEYS = text("SELECT original_key, thumbnail_key, preview_key FROM blobs WHERE refcount > 0")
@@ -220,11 +222,17 @@ async def needed_keys_now(url: str) -> set[str]:
 
 
 async def tables_with_rows(url: str) -> list[str]:
-    """Names of the tables that hold rows: a restore target must have none."""
+    """Names of the tables that hold rows: a restore target must have none.
+
+    What the app records about itself (totals, upload outcomes, backup rounds) does not count: a
+    fresh installation whose backup service already ran a round still holds nothing to lose.
+    """
     async with _engine(url) as engine, engine.connect() as connection:
         metadata = await connection.run_sync(_reflect)
         names = []
         for table in _data_tables(metadata):
+            if table.name in OPERATIONAL_TABLES:
+                continue
             if (await connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1))).first():
                 names.append(table.name)
         return names

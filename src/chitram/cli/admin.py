@@ -18,6 +18,7 @@ from advanced_alchemy.cli import add_migration_commands
 
 from chitram.cli.backup import backup_group
 from chitram.cli.common import CommandError, load_settings
+from chitram.cli.status import status_command
 from chitram.cli.storage import storage_group
 from chitram.db import Database, build_alchemy_config, missing_database_file
 from chitram.images.services import GarbageReport
@@ -621,3 +622,4 @@ def main() -> None:
 
 cli.add_command(backup_group)
 cli.add_command(storage_group)
+cli.add_command(status_command)

@@ -9,12 +9,15 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from chitram.cli.common import CommandError, load_settings
 from chitram.settings import Settings
+
+if TYPE_CHECKING:
+    from chitram.system.facts import RoundResult
 
 T = TypeVar("T")
 
@@ -105,7 +108,13 @@ def backup_create(dest: str | None, note: str, allow_missing: bool, then_verify:
             await repo.close()
 
     started = time.monotonic()
-    manifest, verification = _run(work)
+    started_at = datetime.now(UTC)
+    try:
+        manifest, verification = _run(work)
+    except click.ClickException as exc:
+        _record_round(_failed_round(started_at, exc))
+        raise
+    _record_round(_finished_round(started_at, manifest, verification))
     click.echo(
         f"backup {manifest.id}: {manifest.rows('images')} images, {manifest.rows('users')} users, "
         f"{manifest.object_count} objects ({_size(manifest.object_bytes)}), "
@@ -330,7 +339,23 @@ def backup_run(dest: str | None) -> None:
 
 
 def _round(dest: str | None) -> int:
-    """create → verify → prune; 0 when all three succeeded."""
+    """create → verify → prune; 0 when all three succeeded. The result is recorded in the database
+    (for `status`, /admin and /metrics) and sent to the alert webhook, whatever it is."""
+    started_at = datetime.now(UTC)
+    try:
+        status, manifest, verification = _round_steps(dest)
+    except click.ClickException as exc:
+        result = _failed_round(started_at, exc)
+        _record_round(result)
+        _announce_round(result)
+        raise
+    result = _finished_round(started_at, manifest, verification)
+    _record_round(result)
+    _announce_round(result)
+    return status
+
+
+def _round_steps(dest: str | None) -> tuple[int, Any, Any]:
     from chitram.backups.service import create_backup, verify_backup
 
     async def work(settings: Settings) -> tuple[Any, Any, Any]:
@@ -350,7 +375,84 @@ def _round(dest: str | None) -> int:
         _show_prune(pruned, dry_run=False)
     else:
         click.echo("not pruned: the new backup failed verification", err=True)
-    return 0 if verification.ok else 1
+    return 0 if verification.ok else 1, manifest, verification
+
+
+def _finished_round(started_at: datetime, manifest: Any, verification: Any) -> RoundResult:
+    from chitram.system.facts import RoundResult
+
+    problems = "" if verification is None or verification.ok else "; ".join(verification.problems[:5])
+    return RoundResult(
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        ok=verification is None or verification.ok,
+        verified=verification is not None and verification.ok,
+        backup_id=manifest.id,
+        size=manifest.size,
+        error=f"verification failed: {problems}" if problems else None,
+    )
+
+
+def _failed_round(started_at: datetime, exc: click.ClickException) -> RoundResult:
+    from chitram.system.facts import RoundResult
+
+    return RoundResult(
+        started_at=started_at, finished_at=datetime.now(UTC), ok=False, verified=False, error=exc.format_message()
+    )
+
+
+def _record_round(result: RoundResult) -> None:
+    """Keep the result where the app and `status` read it; a database that cannot take it is
+    reported, never a reason to fail a backup that worked."""
+    from chitram.db import Database, missing_database_file
+    from chitram.system.facts import record_backup_round
+
+    settings = load_settings()
+    if missing_database_file(settings):
+        click.echo("warning: no database to record this backup round in", err=True)
+        return
+
+    async def save() -> None:
+        database = Database.from_settings(settings)
+        try:
+            async with database.sessions() as session:
+                await record_backup_round(session, result)
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(save())
+    except Exception as exc:  # noqa: BLE001 - the backup's own result stands; say why it is not recorded
+        click.echo(f"warning: this backup round could not be recorded in the database: {_explain(exc)}", err=True)
+
+
+def _announce_round(result: RoundResult) -> None:
+    """Tell the alert webhook, if there is one: success or failure, every round."""
+    from chitram.system.alerts import alert_body, send_alert
+
+    settings = load_settings()
+    url = settings.alerts.alert_webhook_url
+    if not url:
+        return
+    if result.ok:
+        summary = f"backup {result.backup_id} done and verified ({_size(result.size or 0)})"
+    else:
+        summary = f"the backup round FAILED: {result.error}"
+    details = {
+        "backup": {
+            "id": result.backup_id,
+            "ok": result.ok,
+            "verified": result.verified,
+            "size": result.size,
+            "started_at": result.started_at.isoformat(),
+            "finished_at": result.finished_at.isoformat(),
+            "error": result.error,
+        }
+    }
+    body = alert_body(event="backup", ok=result.ok, summary=summary, details=details)
+    failure = send_alert(url, body, timeout=settings.alerts.alert_webhook_timeout_seconds)
+    if failure:
+        click.echo(f"warning: {failure} (the backup itself is unaffected)", err=True)
 
 
 @backup_group.command(name="schedule")

@@ -20,6 +20,7 @@ from chitram.errors import ChitramError, InvalidRequestError
 from chitram.images.abuse import UploadGate
 from chitram.images.access import LinkSigner
 from chitram.images.models import Visibility
+from chitram.images.outcomes import UploadOutcome, classify, record_outcome
 from chitram.images.schemas import (
     MAX_LINK_SECONDS,
     MIN_LINK_SECONDS,
@@ -92,7 +93,24 @@ async def receive_upload(
     """Stream the multipart body to disk and store the image; shared by the API and the upload page.
 
     Limits are checked before the body is read; the anonymous byte budget once its size is known.
+    Every upload's outcome (stored, or why not) is counted.
     """
+    try:
+        result = await _receive_upload(request, image_service, viewer, check_form=check_form)
+    except Exception as exc:
+        await record_outcome(image_service.session, classify(exc))
+        raise
+    await record_outcome(image_service.session, UploadOutcome.STORED)
+    return result
+
+
+async def _receive_upload(
+    request: Request[Any, Any, Any],
+    image_service: ImageService,
+    viewer: Viewer | None,
+    *,
+    check_form: Callable[[UploadForm], None] | None,
+) -> UploadResult:
     settings: Settings = request.app.state.settings
     gate: UploadGate = request.app.state.upload_gate
     address = limit_key(request)

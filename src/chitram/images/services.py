@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, delete, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,7 @@ from chitram.images.schemas import CachedImage, StoredVariant
 from chitram.metrics import count_image_cache
 from chitram.storage import ObjectStorage, StorageUnavailable
 from chitram.stores import SafeCache
+from chitram.system.facts import IMAGES, STORED_BYTES, add_to_counters
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,10 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
         return await self._keyset_page(Image.visibility == Visibility.PUBLIC.value, limit=limit, cursor=cursor)
 
+    async def list_newest(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
+        """Every image of every visibility, newest first (for operators): walks the primary key."""
+        return await self._keyset_page(true(), limit=limit, cursor=cursor)
+
     async def list_owned(
         self, owner_id: int, *, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
@@ -300,9 +305,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         try:
             if owner_id is not None:
                 await self._charge_quota(owner_id, len(processed.original), quota_bytes)
-            blob = await self._reference_blob(processed)
+            blob, first_reference = await self._reference_blob(processed)
             self.session.add(image)
             await self.session.flush()
+            # Content already stored (a duplicate upload) adds an image but no bytes.
+            await add_to_counters(self.session, {IMAGES: 1, STORED_BYTES: stored_bytes(blob) if first_reference else 0})
             await self.session.commit()
         except StorageUnavailable:
             # Storage is down: cleaning up now would only wait for it again. The blob stays
@@ -374,8 +381,9 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             await self.session.rollback()
             raise
 
-    async def _reference_blob(self, processed: ProcessedImage) -> Blob:
-        """Take the blob's lock by counting one more reference; store the objects if first."""
+    async def _reference_blob(self, processed: ProcessedImage) -> tuple[Blob, bool]:
+        """Take the blob's lock by counting one more reference; store the objects if first
+        (and say whether it was)."""
         for _attempt in range(3):
             statement = (
                 update(Blob)
@@ -391,7 +399,7 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             blob = await self.session.get_one(Blob, processed.sha256, populate_existing=True)
             if refcount == 1:
                 await self._put_objects(blob, processed)
-            return blob
+            return blob, refcount == 1
         raise RuntimeError(f"blob {processed.sha256} kept disappearing while being referenced")
 
     async def _put_objects(self, blob: Blob, processed: ProcessedImage) -> None:
@@ -480,12 +488,16 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             if row is None:
                 raise image_not_found(public_id)
             sha256, owner_id = row
-            blob_size = update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1)
-            size = (await self.session.execute(blob_size.returning(Blob.size))).scalar_one()
+            unreference = update(Blob).where(Blob.sha256 == sha256).values(refcount=Blob.refcount - 1)
+            left = unreference.returning(Blob.size, Blob.thumbnail_size, Blob.preview_size, Blob.refcount)
+            size, thumbnail_size, preview_size, refcount = (await self.session.execute(left)).one()
             if owner_id is not None:
                 await self.session.execute(
                     update(User).where(User.id == owner_id).values(used_bytes=User.used_bytes - size)
                 )
+            # The last reference gone: its objects are garbage now, whenever gc removes them.
+            freed = size + thumbnail_size + preview_size if refcount == 0 else 0
+            await add_to_counters(self.session, {IMAGES: -1, STORED_BYTES: -freed})
             await self.session.commit()
         except BaseException:
             await self.session.rollback()
@@ -519,6 +531,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
                 raise
             logger.warning("could not collect blob %s now; `chitram-admin gc` will retry", sha256, exc_info=True)
             return False
+
+
+def stored_bytes(blob: Blob) -> int:
+    """What one stored content costs: the original and both variants."""
+    return blob.size + blob.thumbnail_size + blob.preview_size
 
 
 def _check_public_id(public_id: str) -> None:
