@@ -31,6 +31,7 @@ from chitram.accounts.sessions import SessionStore
 from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
+from chitram.guard import install_guard
 from chitram.images.abuse import UploadGate, UploadPolicy
 from chitram.images.access import LinkSigner
 from chitram.images.api import ImageController
@@ -38,7 +39,6 @@ from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
 from chitram.limits import RateLimiter
-from chitram.proxies import trusted_proxy_middleware
 from chitram.security import csrf_config, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return ImageService(db_session, storage=storage, cache=cache, processor=processor)
 
     templates = frontend_dir() / "templates"
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ImageController,
             MeController,
@@ -138,7 +138,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "account_service": Provide(account_service, sync_to_thread=False),
             "viewer": Provide(load_viewer),
         },
-        middleware=[trusted_proxy_middleware(settings.server.trusted_proxies)],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         template_config=TemplateConfig(
@@ -187,6 +186,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # Around everything (the trusted-proxy wrapper included): time, size and framing limits.
+    install_guard(app, settings)
+    return app
 
 
 async def _prepare_storage(storage: ObjectStorage) -> bool:

@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 def main(argv: list[str] | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     try:
         settings = Settings.from_env()
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         reload=args.reload,
         log_access=False,
+        # Headers must arrive within this time; granian also closes an idle keep-alive connection
+        # after it (the wait for the next request's headers). Bodies are timed by chitram.guard.
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.requests.header_timeout_seconds * 1000)),
     ).serve()
 
 
