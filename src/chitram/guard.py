@@ -306,7 +306,9 @@ def malformed(scope: Scope) -> str | None:
 def valid_host(value: str) -> bool:
     host, port = value, ""
     if value.startswith("["):
-        literal, _, rest = value[1:].partition("]")
+        literal, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            return False
         try:
             ipaddress.IPv6Address(literal)
         except ValueError:
