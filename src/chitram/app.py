@@ -31,6 +31,7 @@ from chitram.accounts.sessions import SessionStore
 from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
+from chitram.guard import guard_requests
 from chitram.images.abuse import UploadGate, UploadPolicy
 from chitram.images.access import LinkSigner
 from chitram.images.api import ImageController
@@ -206,9 +207,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     # Around Litestar's whole handler rather than in `middleware` (which runs only once a route
-    # matched): unmatched requests get their client address, id, metrics and log line too.
-    with_client = trusted_proxy_middleware(settings.server.trusted_proxies)(app.asgi_handler)
-    app.asgi_handler = observe_requests(with_client, user_id_of=identified_user_id)
+    # matched), from the inside out: the guard (time, size and framing limits), then the request
+    # id, metrics and log line (so the guard's refusals are logged and counted too), then the
+    # client's address behind the trusted proxy, which both of them use.
+    guarded = guard_requests(app.asgi_handler, settings)
+    observed = observe_requests(guarded, user_id_of=identified_user_id)
+    app.asgi_handler = trusted_proxy_middleware(settings.server.trusted_proxies)(observed)
     return app
 
 

@@ -102,7 +102,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
     """Browsers (which ask for text/html) get a page; the API and every other client a problem."""
-    if request.url.path.startswith("/api/"):
+    if _path(request).startswith("/api/"):
         return True
     if request.headers.get("hx-request") == "true":
         # htmx and the upload script show the problem's detail in a toast or next to the file.
@@ -144,7 +144,7 @@ def problem_response(
         title=title,
         status=status,
         detail=detail,
-        instance=request.url.path,
+        instance=_path(request),
         errors=errors,
         request_id=request_id,
     )
@@ -172,11 +172,11 @@ def _http_exception_problem(request: Request[Any, Any, Any], exc: HTTPException)
     if status == 403 and "CSRF" in detail:
         detail = "this form has expired or did not come from this site; reload the page and try again"
     elif status == 404 and _wants_json(request):
-        detail = f"nothing is at {request.url.path}; check the address (the API lives under /api/v1)"
+        detail = f"nothing is at {_path(request)}; check the address (the API lives under /api/v1)"
     elif status == 404:
         detail = "there is no page at this address; check it for typos"
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail = f"{request.method} is not allowed on {_path(request)}"
     elif status == 413:
         limit = request.app.state.settings.upload.max_upload_bytes
         detail = f"the request body is larger than the upload limit of {format_bytes(limit)}; send a smaller file"
@@ -214,9 +214,15 @@ def _login_would_help(request: Request[Any, Any, Any]) -> bool:
     return request.method in ("GET", "HEAD") and not _wants_json(request)
 
 
+def _path(request: Request[Any, Any, Any]) -> str:
+    """The path as the server gave it. Not `request.url`: that parses the client's Host header,
+    which can be anything ("a:b"), and an error page must never depend on it."""
+    return str(request.scope.get("path", "/"))
+
+
 def _path_and_query(request: Request[Any, Any, Any]) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return _path(request) + (f"?{query}" if query else "")
 
 
 def format_bytes(size: int) -> str:
@@ -232,7 +238,37 @@ def format_bytes(size: int) -> str:
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """The one exception handler: maps every error to a problem (API) or an error page (UI)."""
+    """The one exception handler: maps every error to a problem (API) or an error page (UI).
+
+    It must never raise itself (Litestar would answer with its own bare 500, or none at all):
+    whatever goes wrong while describing the error, the client still gets a problem document."""
+    try:
+        return _handle_exception(request, exc)
+    except Exception as failure:
+        logger.exception("the error handler failed while handling %r", exc, exc_info=failure)
+        return _last_resort_response(exc)
+
+
+def _last_resort_response(exc: Exception) -> Response[Any]:
+    """A problem built from constants and the exception's own status only: nothing here can fail."""
+    status = getattr(exc, "status_code", HTTP_500_INTERNAL_SERVER_ERROR)
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        status = HTTP_500_INTERNAL_SERVER_ERROR
+    body = Problem(
+        type=PROBLEM_BASE + ("bad-request" if status < 500 else "internal-error"),
+        title="Request failed",
+        status=status,
+        detail="the request could not be handled; check it and try again",
+    )
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, NotAuthenticatedError) and _login_would_help(request):
         return Redirect(f"/login?{urlencode({'next': _path_and_query(request)})}", status_code=303)
     if isinstance(exc, ChitramError | ImageRejected):
@@ -249,7 +285,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, ObjectNotFound):
         # The database names bytes storage does not have: deleted meanwhile (a stale cache in
         # another worker) or lost. Either way there is nothing to serve; gc reports the lost ones.
-        logger.warning("object missing from storage on %s: %s", request.url.path, exc)
+        logger.warning("object missing from storage on %s: %s", _path(request), exc)
         return problem_response(
             request,
             status=404,
@@ -259,7 +295,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         )
     if any(_is_outage(cause) for cause in _causes(exc)):
         return _unavailable(request, exc)
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.exception("unhandled error on %s %s", request.method, _path(request), exc_info=exc)
     return problem_response(
         request,
         status=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -312,7 +348,7 @@ def _is_database_outage(exc: DBAPIError) -> bool:
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    logger.error("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
+    logger.error("dependency unavailable on %s %s: %s", request.method, _path(request), exc)
     return problem_response(
         request,
         status=HTTP_503_SERVICE_UNAVAILABLE,

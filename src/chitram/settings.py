@@ -142,6 +142,21 @@ class UploadSettings(_Section):
     """Images decoded at once per worker; more wait their turn. Default: number of cores."""
 
 
+class RequestSettings(_Section):
+    header_timeout_seconds: float = Field(default=10.0, ge=1, le=60)
+    """Time for a request's headers to arrive; also how long an idle keep-alive connection stays open."""
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    """Time for a request body to arrive before the data-rate allowance below adds to it."""
+    body_min_bytes_per_second: int = Field(default=16 * 1024, gt=0)
+    """Each this many bytes received add one second to the body's time (default 16 KiB/s, ~128 kbit/s)."""
+    body_max_seconds: float = Field(default=1800.0, gt=0)
+    """Longest any request body may take, however fast it keeps coming (default 30 minutes)."""
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    """Largest body for every route except uploads: forms and JSON (default 64 KiB)."""
+    max_requests_per_client: int = Field(default=64, ge=0)
+    """Requests one client address may have in progress at once, per worker process. 0: no limit."""
+
+
 class AccountSettings(_Section):
     allow_anonymous_uploads: bool = True
     """Let visitors upload without an account. False: uploading needs a login or an API token."""
@@ -257,6 +272,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     upload: UploadSettings = field(default_factory=UploadSettings)
+    requests: RequestSettings = field(default_factory=RequestSettings)
     accounts: AccountSettings = field(default_factory=AccountSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from litestar import Request
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from chitram.errors import InvalidRequestError, PayloadTooLargeError, format_bytes
 
 FILE_FIELD = "file"
+# RFC 2046 §5.1.1: a boundary is 1 to 70 characters (python-multipart raises a bare error above 256).
+MAX_BOUNDARY_LENGTH = 70
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 16
 
@@ -144,6 +146,10 @@ def _boundary(request: Request[Any, Any, Any]) -> bytes:
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidRequestError("send the image as multipart/form-data with the file in the field 'file'")
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise InvalidRequestError(
+            f"the multipart boundary is longer than {MAX_BOUNDARY_LENGTH} characters; send a valid form"
+        )
     return boundary
 
 
@@ -154,15 +160,15 @@ async def read_upload_form(
     """Stream the request into an UploadForm; the temporary file is removed on exit."""
     boundary = _boundary(request)
     collector = _FormCollector(max_file_bytes=max_file_bytes, tmp_dir=tmp_dir)
-    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
         if collector.file_unfinished:
             raise InvalidRequestError("the upload ended before the file did; send it again")
         yield UploadForm(file=collector.file, fields=collector.fields)
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         raise InvalidRequestError(f"the multipart body is malformed ({exc}); send a valid form") from exc
     finally:
         collector.discard()

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 def serve(argv: list[str] | None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     from chitram.db import upgrade_to_head
 
@@ -93,6 +94,9 @@ def serve(argv: list[str] | None) -> None:
         reload=args.reload,
         log_access=False,  # the app logs each request itself (chitram.system.requests)
         log_dictconfig=granian_log_config(json_lines=settings.is_production),
+        # Headers must arrive within this time; granian also closes an idle keep-alive connection
+        # after it (the wait for the next request's headers). Bodies are timed by chitram.guard.
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.requests.header_timeout_seconds * 1000)),
     ).serve()
 
 

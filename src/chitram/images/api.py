@@ -17,6 +17,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from chitram.accounts.auth import Viewer, require_viewer
 from chitram.errors import ChitramError, InvalidRequestError
+from chitram.guard import UPLOAD_ROUTE
 from chitram.images.abuse import UploadGate
 from chitram.images.access import LinkSigner
 from chitram.images.models import Visibility
@@ -184,6 +185,7 @@ class ImageController(Controller):
         "/",
         operation_class=UploadOperation,
         status_code=201,
+        opt=UPLOAD_ROUTE,
         summary="Upload an image",
         description=(
             "Multipart field `file`; optional `title` and `visibility` (`private` needs a token). "

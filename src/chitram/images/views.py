@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 
 from chitram.accounts.auth import Viewer, forget_viewer, load_viewer
 from chitram.errors import ForbiddenError, GoneError, NotAuthenticatedError, NotFoundError
+from chitram.guard import UPLOAD_ROUTE
 from chitram.images.access import LinkSigner, can_manage, can_view
 from chitram.images.api import base_url, drain_body, image_links, receive_upload, signed_urls
 from chitram.images.delivery import IMMUTABLE_CACHE, serve_variant
@@ -141,7 +142,7 @@ class ImagePages(Controller):
             },
         )
 
-    @post("/upload", opt=SELF_CHECKED, status_code=201)
+    @post("/upload", opt={**SELF_CHECKED, **UPLOAD_ROUTE}, status_code=201)
     async def upload(
         self,
         request: HTMXRequest,
