@@ -17,7 +17,6 @@ import hmac
 import logging
 import re
 import secrets
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +43,7 @@ from chitram.images.access import can_manage, can_view
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
 from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.images.text import clean_text
 from chitram.storage import ObjectStorage, StorageUnavailable
 from chitram.stores import SafeCache
 
@@ -54,7 +54,6 @@ DELETE_TOKEN_BYTES = 32
 MAX_PAGE_SIZE = 100
 MAX_TITLE_LENGTH = 200
 CACHE_PREFIX = "image:"
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{12}")
 MAX_CURSOR = 2**63 - 1
 
@@ -77,7 +76,7 @@ def object_keys(sha256: str, extension: str) -> tuple[str, str, str]:
 def clean_title(raw: str | None) -> str | None:
     if raw is None:
         return None
-    title = _CONTROL_CHARS.sub(" ", unicodedata.normalize("NFC", raw)).strip()
+    title = clean_text(raw)
     if len(title) > MAX_TITLE_LENGTH:
         raise InvalidRequestError(f"the title is {len(title)} characters long; the limit is {MAX_TITLE_LENGTH}")
     return title or None
@@ -541,11 +540,10 @@ def _token_matches(token: str | None, expected_hash: str | None) -> bool:
 
 
 def _safe_stored_filename(filename: str | None) -> str | None:
-    """Keep the name people gave the file (for downloads), minus paths and control characters."""
+    """Keep the name people gave the file (for downloads), minus paths, controls and bidi tricks."""
     if not filename:
         return None
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", name)).strip()
+    name = clean_text(filename.replace("\\", "/").rsplit("/", 1)[-1])
     return name[:255] or None
 
 
