@@ -33,7 +33,7 @@ from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
 from chitram.images.abuse import UploadGate, UploadPolicy
 from chitram.images.access import LinkSigner
-from chitram.images.api import ImageController
+from chitram.images.api import ImageController, mark_host_links
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         plugins=[HTMXPlugin()],
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
-        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session],
+        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session, mark_host_links],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,
