@@ -34,6 +34,7 @@ from chitram.errors import exception_handlers
 from chitram.images.abuse import UploadGate, UploadPolicy
 from chitram.images.access import LinkSigner
 from chitram.images.api import ImageController, mark_host_links
+from chitram.images.cursors import PageCursors
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     account_limits = AccountLimits.from_settings(settings.limits)
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
+    cursors = PageCursors(secret_key)
 
     def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
         """Per request (a dependency), and for code that opens its own session (auth, tests)."""
@@ -112,7 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await database.dispose()
 
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
-        return ImageService(db_session, storage=storage, cache=cache, processor=processor)
+        return ImageService(db_session, storage=storage, cache=cache, processor=processor, cursors=cursors)
 
     templates = frontend_dir() / "templates"
     return Litestar(

@@ -10,8 +10,6 @@ either sees the row gone and writes the objects again, or keeps the row alive.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -40,6 +38,7 @@ from chitram.errors import (
     format_bytes,
 )
 from chitram.images.access import can_manage, can_view
+from chitram.images.cursors import PageCursors
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
 from chitram.images.schemas import CachedImage, StoredVariant
@@ -55,7 +54,7 @@ MAX_PAGE_SIZE = 100
 MAX_TITLE_LENGTH = 200
 CACHE_PREFIX = "image:"
 _PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{12}")
-MAX_CURSOR = 2**63 - 1
+PUBLIC_LISTING = "public"
 
 
 def new_public_id() -> str:
@@ -90,21 +89,6 @@ def parse_visibility(raw: str | None) -> Visibility:
     except ValueError:
         allowed = " or ".join(f"'{v.value}'" for v in Visibility)
         raise InvalidRequestError(f"visibility '{raw}' is not known; use {allowed}") from None
-
-
-def encode_cursor(image_id: int) -> str:
-    return base64.urlsafe_b64encode(str(image_id).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page") from None
-    if not 0 < value <= MAX_CURSOR:
-        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page")
-    return value
 
 
 def to_cached(image: Image) -> CachedImage:
@@ -156,12 +140,14 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         storage: ObjectStorage,
         cache: SafeCache,
         processor: ImageProcessor,
+        cursors: PageCursors | None = None,
     ) -> None:
         super().__init__(session=session)
         self.session = session
         self.storage = storage
         self.cache = cache
         self.processor = processor
+        self.cursors = cursors  # needed by the listings only
 
     # -- reads -------------------------------------------------------------------------
 
@@ -211,26 +197,31 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
-        return await self._keyset_page(Image.visibility == Visibility.PUBLIC.value, limit=limit, cursor=cursor)
+        condition = Image.visibility == Visibility.PUBLIC.value
+        return await self._keyset_page(condition, listing=PUBLIC_LISTING, limit=limit, cursor=cursor)
 
     async def list_owned(
         self, owner_id: int, *, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
         """One account's images of every visibility, newest first, one keyset page."""
-        return await self._keyset_page(Image.owner_id == owner_id, limit=limit, cursor=cursor)
+        return await self._keyset_page(
+            Image.owner_id == owner_id, listing=f"owner:{owner_id}", limit=limit, cursor=cursor
+        )
 
     async def _keyset_page(
-        self, condition: ColumnElement[bool], *, limit: int, cursor: str | None
+        self, condition: ColumnElement[bool], *, listing: str, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        if self.cursors is None:
+            raise RuntimeError("this ImageService was made without page cursors; pass cursors= to list")
         statement = select(Image).where(condition)
         if cursor:
-            statement = statement.where(Image.id < decode_cursor(cursor))
+            statement = statement.where(Image.id < self.cursors.decode(listing, cursor))
         statement = statement.order_by(Image.id.desc()).limit(limit + 1)
         rows: Sequence[Image] = (await self.session.scalars(statement)).all()
         page = list(rows[:limit])
-        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+        next_cursor = self.cursors.encode(listing, page[-1].id) if len(rows) > limit else None
         result = [to_cached(image) for image in page]
         await self.session.rollback()  # end the read transaction
         return result, next_cursor
