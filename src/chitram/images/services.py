@@ -2,8 +2,8 @@
 
 Blob lifecycle (why it is safe under concurrency): every change to a blob's `refcount` and
 every removal of its objects happens while holding that blob's row lock (PostgreSQL row
-lock; SQLite's single writer lock). An upload takes the lock by incrementing; if it is the
-first reference it (re)writes the objects. Collection deletes the row only while
+lock; SQLite's single writer lock). An upload takes the lock by incrementing and then writes
+the objects (every upload does, so that a duplicate costs what new content costs). Collection deletes the row only while
 `refcount = 0` and removes the objects before committing, so an upload of the same content
 either sees the row gone and writes the objects again, or keeps the row alive.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +37,7 @@ from chitram.errors import (
     NotFoundError,
     format_bytes,
 )
-from chitram.images.access import can_manage, can_view
+from chitram.images.access import can_manage, visible_to
 from chitram.images.cursors import PageCursors
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
@@ -151,27 +151,38 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     # -- reads -------------------------------------------------------------------------
 
-    async def get_image(self, public_id: str) -> CachedImage:
-        """The image's metadata, from the cache when it is warm."""
+    async def cached_image(self, public_id: str) -> CachedImage | None:
+        """A public or unlisted image from the cache, when it is warm. Private images are never
+        cached: a warm entry would answer faster than an id that does not exist."""
         _check_public_id(public_id)
-        cached = await self._cached(public_id)
-        if cached is not None:
-            return cached
-        statement = select(Image).where(Image.public_id == public_id)
+        return await self._cached(public_id)
+
+    async def load_image_for(self, public_id: str, viewer: Viewer | None, *, signed: bool = False) -> CachedImage:
+        """The image from the database if `viewer` (or a genuine signed link) may see it.
+
+        One query whose filter is the visibility rule: for anyone who may not see it, a private
+        image and an unknown id are the same empty result of the same statement, and neither
+        leaves anything in the cache.
+        """
+        _check_public_id(public_id)
+        condition = true() if signed else visible_to(viewer)
+        statement = select(Image).where(Image.public_id == public_id, condition)
         image = (await self.session.scalars(statement)).one_or_none()
         result = to_cached(image) if image is not None else None
         await self.session.rollback()  # end the read transaction (rollback expires loaded objects)
         if result is None:
             raise image_not_found(public_id)
-        await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
+        if result.visibility is not Visibility.PRIVATE:
+            await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
         return result
 
     async def get_image_for(self, public_id: str, viewer: Viewer | None) -> CachedImage:
-        """The image if `viewer` may see it; a private image is "not found" for everyone else."""
-        image = await self.get_image(public_id)
-        if not can_view(image, viewer):
-            raise image_not_found(public_id)
-        return image
+        """The image if `viewer` may see it; a private image is "not found" for everyone else,
+        at the same cost as an id that does not exist."""
+        cached = await self.cached_image(public_id)
+        if cached is not None:
+            return cached
+        return await self.load_image_for(public_id, viewer)
 
     async def get_managed_image(self, public_id: str, viewer: Viewer | None) -> CachedImage:
         """The image if `viewer` owns it or is an administrator; others learn nothing more than
@@ -188,12 +199,14 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         if raw is None:
             return None
         try:
-            return msgspec.json.decode(raw, type=CachedImage)
+            cached = msgspec.json.decode(raw, type=CachedImage)
         except msgspec.DecodeError:
             # Written by another version during a rolling deploy: treat it as a miss.
             logger.warning("ignoring an unreadable cache entry for %s", public_id)
             await self.cache.invalidate(CACHE_PREFIX + public_id)
             return None
+        # Older versions cached private images too; such an entry is a miss until it expires.
+        return None if cached.visibility is Visibility.PRIVATE else cached
 
     async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
@@ -373,8 +386,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
                 await self._reserve_blob(processed)
                 continue
             blob = await self.session.get_one(Blob, processed.sha256, populate_existing=True)
-            if refcount == 1:
-                await self._put_objects(blob, processed)
+            # Written every time, not only for the first reference: skipping the writes when the
+            # content is already stored would answer measurably faster, and tell an uploader that
+            # someone (perhaps privately) holds this exact image. The keys derive from the
+            # content, so this rewrites identical bytes, atomically, under the blob's lock.
+            await self._put_objects(blob, processed)
             return blob
         raise RuntimeError(f"blob {processed.sha256} kept disappearing while being referenced")
 
@@ -387,15 +403,18 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     async def _locked_image(self, public_id: str, delete_token: str | None, viewer: Viewer | None) -> Image:
         _check_public_id(public_id)
-        statement = select(Image).where(Image.public_id == public_id).with_for_update(of=Image)
+        # Who may see it (or holds its token) is part of the query: a private image that this
+        # request may not touch is the same empty result as an id that never existed.
+        condition = visible_to(viewer)
+        if delete_token:
+            condition = or_(condition, Image.delete_token_hash == hash_token(delete_token))
+        statement = select(Image).where(Image.public_id == public_id, condition).with_for_update(of=Image)
         image = (await self.session.scalars(statement)).one_or_none()
         if image is None:
             raise image_not_found(public_id)
         cached = to_cached(image)
         if can_manage(cached, viewer) or _token_matches(delete_token, image.delete_token_hash):
             return image
-        if not can_view(cached, viewer):
-            raise image_not_found(public_id)  # a private image does not exist for others
         if viewer is not None:
             raise ForbiddenError("this image belongs to someone else; only its owner can change or delete it")
         raise ForbiddenError(
