@@ -198,3 +198,21 @@ async def test_uploading_content_another_account_stored_privately_does_the_same_
     assert first["sha256"] == stored.json()["sha256"]  # content the uploader holds anyway
     assert first["id"] != stored.json()["id"] and first["visibility"] == "private"
     assert duplicate.headers["cache-control"] == new.headers["cache-control"] == "no-store"
+
+
+async def test_an_accounts_cursor_works_for_that_listing_only(world: World) -> None:
+    """A cursor cannot be replayed on another listing: not the gallery, not another account's."""
+    for _ in range(2):
+        await world.upload("private")
+    mine = await world.api("owner", "GET", "/api/v1/me/images", params={"limit": 1})
+    cursor = mine.json()["next_cursor"]
+    assert cursor and len(cursor) == 32
+    following = await world.api("owner", "GET", "/api/v1/me/images", params={"limit": 1, "cursor": cursor})
+    assert following.status_code == 200 and following.json()["items"]
+    for actor, path in (("other", "/api/v1/me/images"), ("anonymous", "/api/v1/images")):
+        replayed = await world.api(actor, "GET", path, params={"cursor": cursor})
+        assert replayed.status_code == 400, (actor, replayed.text)
+        assert replayed.json()["type"] == "/problems/invalid-cursor"
+    page = await world["other"].page("GET", f"/me/images?cursor={cursor}")
+    assert page.status_code == 400 and "cursor is not valid" in page.text
+    assert (await world["owner"].page("GET", f"/me/images?cursor={cursor}")).status_code == 200
