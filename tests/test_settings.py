@@ -15,7 +15,7 @@ from chitram.settings import (
     UnsafeSettingsError,
     resolve_secret_key,
 )
-from tests.conftest import base_settings
+from tests.conftest import TEST_SECRET, base_settings
 
 
 def test_settings_come_from_chitram_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,6 +46,22 @@ def test_production_refuses_missing_or_default_secret(tmp_path: Path, secret: st
     )
     with pytest.raises(UnsafeSettingsError, match="CHITRAM_SECRET_KEY"):
         create_app(settings)
+
+
+@pytest.mark.parametrize("public_url", ["", "img.example.com", "https://", "ftp://img.example.com"])
+def test_production_refuses_a_missing_public_url(tmp_path: Path, public_url: str) -> None:
+    server = ServerSettings(
+        env=Environment.PRODUCTION, secret_key=TEST_SECRET, public_url=public_url, data_dir=tmp_path
+    )
+    with pytest.raises(UnsafeSettingsError, match="CHITRAM_PUBLIC_URL is required in production"):
+        create_app(base_settings(tmp_path, server=server))
+
+
+def test_production_starts_with_a_public_url(tmp_path: Path) -> None:
+    server = ServerSettings(
+        env=Environment.PRODUCTION, secret_key=TEST_SECRET, public_url="https://img.example.com", data_dir=tmp_path
+    )
+    assert create_app(base_settings(tmp_path, server=server)) is not None
 
 
 def test_development_generates_a_secret_once_and_keeps_it(tmp_path: Path) -> None:

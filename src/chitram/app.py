@@ -34,7 +34,8 @@ from chitram.errors import exception_handlers
 from chitram.guard import guard_requests
 from chitram.images.abuse import UploadGate, UploadPolicy
 from chitram.images.access import LinkSigner
-from chitram.images.api import ImageController
+from chitram.images.api import ImageController, mark_host_links
+from chitram.images.cursors import PageCursors
 from chitram.images.processing import ImageLimits, ImageProcessor
 from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     account_limits = AccountLimits.from_settings(settings.limits)
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
+    cursors = PageCursors(secret_key)
 
     def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
         """Per request (a dependency), and for code that opens its own session (auth, tests)."""
@@ -119,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await database.dispose()
 
     def provide_image_service(db_session: NamedDependency[AsyncSession]) -> ImageService:
-        return ImageService(db_session, storage=storage, cache=cache, processor=processor)
+        return ImageService(db_session, storage=storage, cache=cache, processor=processor, cursors=cursors)
 
     # Scrape-time gauges (images, stored bytes, last backup): async callables that set them,
     # run before each /metrics answer (see system/metrics.py).
@@ -164,7 +166,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[HTMXPlugin(), StrictStructSchemaPlugin()],
         before_request=answer_options,
         csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
-        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session],
+        before_send=[security_headers_hook(settings.server.public_url), clear_dead_session, mark_host_links],
         openapi_config=OpenAPIConfig(
             title="Chitram",
             version=__version__,

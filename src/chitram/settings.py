@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +50,7 @@ class ServerSettings(_Section):
     secret_key: str = ""
     """Secret for CSRF tokens and signed image links. Required in production; generated into DATA_DIR in development."""
     public_url: str = ""
-    """Base URL that links are built from, e.g. https://img.example.com. Empty: taken from each request."""
+    """Base URL links are built from, e.g. https://img.example.com. Required in production; empty: each request's."""
     data_dir: Path = Path("data")
     """Folder for the embedded database, stored files and the generated development secret."""
     host: str = "127.0.0.1"
@@ -346,11 +347,18 @@ def _development_secret(data_dir: Path) -> str:
 
 
 def check_production_settings(settings: Settings) -> None:
-    """Fail fast on production values that are unsafe (the secret key) or incomplete (S3 keys)."""
+    """Fail fast on production values that are unsafe (the secret key, no public URL) or incomplete (S3 keys)."""
     if not settings.is_production:
         return
     resolve_secret_key(settings)
     problems: list[str] = []
+    public_url = urlsplit(settings.server.public_url.strip())
+    # Without it every link would follow the request's Host header, which any client chooses.
+    if public_url.scheme not in ("http", "https") or not public_url.hostname:
+        problems.append(
+            "CHITRAM_PUBLIC_URL is required in production: the address people reach the site at, "
+            "e.g. https://img.example.com (links are built from it, never from the request's Host)"
+        )
     if settings.storage.storage_backend is StorageBackend.S3:
         for name in ("s3_access_key", "s3_secret_key"):
             if not getattr(settings.storage, name):

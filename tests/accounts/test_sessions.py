@@ -95,7 +95,9 @@ async def test_anonymous_visitors_get_no_session(client: Client) -> None:
 
 
 async def test_cookies_are_secure_in_production(settings: Settings) -> None:
-    server = settings.server.model_copy(update={"env": Environment.PRODUCTION})
+    server = settings.server.model_copy(
+        update={"env": Environment.PRODUCTION, "public_url": "https://testserver.local"}
+    )
     production = create_test_app(dataclasses.replace(settings, server=server))
     async with AsyncTestClient(app=production, base_url="https://testserver.local") as browser:
         page = await browser.get("/register", headers=HTML)

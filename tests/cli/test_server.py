@@ -89,6 +89,19 @@ def test_production_without_secret_refuses_to_start(tmp_path: Path) -> None:
     assert "CHITRAM_SECRET_KEY" in result.stderr
 
 
+def test_production_without_public_url_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "chitram")],
+        env=clean_env(CHITRAM_ENV="production", CHITRAM_DATA_DIR=str(tmp_path), CHITRAM_SECRET_KEY="k" * 48),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "CHITRAM_PUBLIC_URL" in result.stderr
+
+
 def test_db_upgrade_and_gc_from_the_command_line(tmp_path: Path) -> None:
     env = clean_env(CHITRAM_DATA_DIR=str(tmp_path / "data"))
     upgraded = admin("db", "upgrade", "--no-prompt", env=env)

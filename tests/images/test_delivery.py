@@ -132,7 +132,12 @@ def raw_multipart(filename: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
         (b'evil\\"; filename=x.html', "evil__ filename=x.png"),
         ("фото.png".encode(), "фото.png"),
         (b"../../etc/passwd", "passwd.png"),
-        (b"tab\there.png", "tabhere.png"),
+        (b"tab\there.png", "tab here.png"),
+        # A right-to-left override would show "\u202egnp.exe" as "exe.png": it is dropped.
+        ("\u202egnp.exe".encode(), "gnp.png"),
+        ("\u2066a\u2069\u200f\u061c\ufeffb.png".encode(), "ab.png"),
+        ("line\u2028para\u2029c1\u0085x.png".encode(), "line para c1 x.png"),
+        ("\U0001f469\u200d\U0001f4bb caf\u0065\u0301.png".encode(), "\U0001f469\u200d\U0001f4bb caf\u00e9.png"),
         (b"100%.png", "100%.png"),
         (b"", None),
     ],

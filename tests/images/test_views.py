@@ -93,7 +93,8 @@ async def test_htmx_upload_returns_only_the_fragment(client: Client) -> None:
     assert response.status_code == 201
     assert response.text.lstrip().startswith("{#") is False
     assert "<html" not in response.text and "data-uploaded" in response.text
-    assert response.headers["vary"] == "HX-Request"
+    # Host too: without PUBLIC_URL (as here) the fragment's links follow the Host header.
+    assert response.headers["vary"] == "HX-Request, Host"
 
 
 async def test_uploads_and_deletes_without_a_csrf_token_are_refused(client: Client) -> None:

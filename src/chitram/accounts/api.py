@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody
 from chitram.accounts.auth import require_viewer
 from chitram.accounts.models import ApiToken
 from chitram.accounts.services import AccountService
-from chitram.images.api import BEARER, PageCursor, PageLimit, image_page
+from chitram.images.api import API_CACHE_CONTROL, BEARER, PageCursor, PageLimit, image_page
 from chitram.images.schemas import ImagePage
 from chitram.images.services import ImageService
 from chitram.openapi import problems
@@ -64,6 +64,7 @@ class MeController(Controller):
     path = "/api/v1/me"
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
     security = BEARER
+    cache_control = API_CACHE_CONTROL
 
     @get("/", summary="The account this token belongs to", responses=problems(401))
     async def me(
@@ -98,6 +99,7 @@ class TokenController(Controller):
     path = "/api/v1/tokens"
     tags = ["account"]  # noqa: RUF012 - Litestar reads it as a class attribute
     security = BEARER
+    cache_control = API_CACHE_CONTROL
 
     @get("/", summary="My API tokens (never the tokens themselves)", responses=problems(401))
     async def list_tokens(

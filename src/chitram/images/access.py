@@ -15,8 +15,10 @@ import re
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement, or_, true
+
 from chitram.accounts.auth import Viewer
-from chitram.images.models import Visibility
+from chitram.images.models import Image, Visibility
 from chitram.images.schemas import CachedImage
 from chitram.security import derive_key
 
@@ -31,6 +33,17 @@ def can_view(image: CachedImage, viewer: Viewer | None) -> bool:
     if image.visibility is not Visibility.PRIVATE:
         return True
     return viewer is not None and (viewer.is_admin or viewer.id == image.owner_id)
+
+
+def visible_to(viewer: Viewer | None) -> ColumnElement[bool]:
+    """`can_view` as a SQL condition, so that a query finds exactly the images `viewer` may see:
+    a private image and an id that never existed are then the same empty result of the same query."""
+    if viewer is not None and viewer.is_admin:
+        return true()
+    not_private = Image.visibility != Visibility.PRIVATE.value
+    if viewer is None:
+        return not_private
+    return or_(not_private, Image.owner_id == viewer.id)
 
 
 def can_manage(image: CachedImage, viewer: Viewer | None) -> bool:

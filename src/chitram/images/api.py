@@ -10,10 +10,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import CacheControlHeader, MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.types import Message, Scope
 
 from chitram.accounts.auth import Viewer, require_viewer
 from chitram.errors import ChitramError, InvalidRequestError
@@ -48,9 +50,30 @@ DeleteToken = Annotated[
 ]
 
 
+# Set in a request's scope when its links were built from its Host header (no PUBLIC_URL).
+HOST_LINKS = "chitram.host_links"
+# JSON changes under its URL (titles, visibility, deletion), has no validators, and some of it is
+# shown once (delete tokens, API tokens): no cache keeps it.
+API_CACHE_CONTROL = CacheControlHeader(no_store=True)
+
+
 def base_url(request: Request[Any, Any, Any]) -> str:
     settings: Settings = request.app.state.settings
-    return (settings.server.public_url or str(request.base_url)).rstrip("/")
+    if settings.server.public_url:
+        return settings.server.public_url.rstrip("/")
+    request.scope[HOST_LINKS] = True  # type: ignore[literal-required]
+    return str(request.base_url).rstrip("/")
+
+
+async def mark_host_links(message: Message, scope: Scope) -> None:
+    """A before_send hook: a response whose links follow the Host header (development without
+    PUBLIC_URL) must never be served from a cache to a request that named another host."""
+    if message["type"] != "http.response.start" or not scope.get(HOST_LINKS):
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    headers["cache-control"] = "no-store"
+    vary = headers.get("vary")
+    headers["vary"] = f"{vary}, Host" if vary else "Host"
 
 
 def to_read(image: CachedImage, base: str) -> ImageRead:
@@ -180,6 +203,7 @@ OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, {"BearerToken": []}]
 class ImageController(Controller):
     path = "/api/v1/images"
     tags = ["images"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    cache_control = API_CACHE_CONTROL
 
     @post(
         "/",

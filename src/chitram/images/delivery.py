@@ -13,6 +13,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.images.text import clean_text
 from chitram.storage import ObjectStorage
 
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
@@ -71,7 +72,8 @@ def etag_for(image: CachedImage, variant: str) -> str:
 def content_disposition(image: CachedImage, variant: str) -> str:
     """RFC 6266 inline disposition: an ASCII fallback plus the UTF-8 name (RFC 5987)."""
     extension = image.extension if variant == "original" else "webp"
-    stem = (image.original_filename or image.public_id).rsplit(".", 1)[0] or image.public_id
+    # Names stored before clean_text existed may still hold bidi controls: clean them here too.
+    stem = clean_text(image.original_filename or "").rsplit(".", 1)[0] or image.public_id
     if variant != "original":
         stem = f"{stem}-{variant}"
     name = _UNSAFE_FILENAME_CHARS.sub("_", f"{stem}.{extension}")

@@ -2,22 +2,19 @@
 
 Blob lifecycle (why it is safe under concurrency): every change to a blob's `refcount` and
 every removal of its objects happens while holding that blob's row lock (PostgreSQL row
-lock; SQLite's single writer lock). An upload takes the lock by incrementing; if it is the
-first reference it (re)writes the objects. Collection deletes the row only while
+lock; SQLite's single writer lock). An upload takes the lock by incrementing and then writes
+the objects (every upload does, so that a duplicate costs what new content costs). Collection deletes the row only while
 `refcount = 0` and removes the objects before committing, so an upload of the same content
 either sees the row gone and writes the objects again, or keeps the row alive.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +23,7 @@ from pathlib import Path
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, delete, select, true, update
+from sqlalchemy import ColumnElement, delete, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,10 +37,12 @@ from chitram.errors import (
     NotFoundError,
     format_bytes,
 )
-from chitram.images.access import can_manage, can_view
+from chitram.images.access import can_manage, visible_to
+from chitram.images.cursors import PageCursors
 from chitram.images.models import Blob, Image, Visibility
 from chitram.images.processing import ImageProcessor, ProcessedImage
 from chitram.images.schemas import CachedImage, StoredVariant
+from chitram.images.text import clean_text
 from chitram.metrics import count_image_cache
 from chitram.storage import ObjectStorage, StorageUnavailable
 from chitram.stores import SafeCache
@@ -56,9 +55,8 @@ DELETE_TOKEN_BYTES = 32
 MAX_PAGE_SIZE = 100
 MAX_TITLE_LENGTH = 200
 CACHE_PREFIX = "image:"
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{12}")
-MAX_CURSOR = 2**63 - 1
+PUBLIC_LISTING = "public"
 
 
 def new_public_id() -> str:
@@ -79,7 +77,7 @@ def object_keys(sha256: str, extension: str) -> tuple[str, str, str]:
 def clean_title(raw: str | None) -> str | None:
     if raw is None:
         return None
-    title = _CONTROL_CHARS.sub(" ", unicodedata.normalize("NFC", raw)).strip()
+    title = clean_text(raw)
     if len(title) > MAX_TITLE_LENGTH:
         raise InvalidRequestError(f"the title is {len(title)} characters long; the limit is {MAX_TITLE_LENGTH}")
     return title or None
@@ -93,21 +91,6 @@ def parse_visibility(raw: str | None) -> Visibility:
     except ValueError:
         allowed = " or ".join(f"'{v.value}'" for v in Visibility)
         raise InvalidRequestError(f"visibility '{raw}' is not known; use {allowed}") from None
-
-
-def encode_cursor(image_id: int) -> str:
-    return base64.urlsafe_b64encode(str(image_id).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page") from None
-    if not 0 < value <= MAX_CURSOR:
-        raise InvalidRequestError("the cursor is not valid; use the next_cursor of the previous page")
-    return value
 
 
 def to_cached(image: Image) -> CachedImage:
@@ -159,36 +142,49 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         storage: ObjectStorage,
         cache: SafeCache,
         processor: ImageProcessor,
+        cursors: PageCursors | None = None,
     ) -> None:
         super().__init__(session=session)
         self.session = session
         self.storage = storage
         self.cache = cache
         self.processor = processor
+        self.cursors = cursors  # needed by the listings only
 
     # -- reads -------------------------------------------------------------------------
 
-    async def get_image(self, public_id: str) -> CachedImage:
-        """The image's metadata, from the cache when it is warm."""
+    async def cached_image(self, public_id: str) -> CachedImage | None:
+        """A public or unlisted image from the cache, when it is warm. Private images are never
+        cached: a warm entry would answer faster than an id that does not exist."""
         _check_public_id(public_id)
-        cached = await self._cached(public_id)
-        if cached is not None:
-            return cached
-        statement = select(Image).where(Image.public_id == public_id)
+        return await self._cached(public_id)
+
+    async def load_image_for(self, public_id: str, viewer: Viewer | None, *, signed: bool = False) -> CachedImage:
+        """The image from the database if `viewer` (or a genuine signed link) may see it.
+
+        One query whose filter is the visibility rule: for anyone who may not see it, a private
+        image and an unknown id are the same empty result of the same statement, and neither
+        leaves anything in the cache.
+        """
+        _check_public_id(public_id)
+        condition = true() if signed else visible_to(viewer)
+        statement = select(Image).where(Image.public_id == public_id, condition)
         image = (await self.session.scalars(statement)).one_or_none()
         result = to_cached(image) if image is not None else None
         await self.session.rollback()  # end the read transaction (rollback expires loaded objects)
         if result is None:
             raise image_not_found(public_id)
-        await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
+        if result.visibility is not Visibility.PRIVATE:
+            await self.cache.add(CACHE_PREFIX + public_id, msgspec.json.encode(result))
         return result
 
     async def get_image_for(self, public_id: str, viewer: Viewer | None) -> CachedImage:
-        """The image if `viewer` may see it; a private image is "not found" for everyone else."""
-        image = await self.get_image(public_id)
-        if not can_view(image, viewer):
-            raise image_not_found(public_id)
-        return image
+        """The image if `viewer` may see it; a private image is "not found" for everyone else,
+        at the same cost as an id that does not exist."""
+        cached = await self.cached_image(public_id)
+        if cached is not None:
+            return cached
+        return await self.load_image_for(public_id, viewer)
 
     async def get_managed_image(self, public_id: str, viewer: Viewer | None) -> CachedImage:
         """The image if `viewer` owns it or is an administrator; others learn nothing more than
@@ -210,39 +206,46 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         if raw is None:
             return None
         try:
-            return msgspec.json.decode(raw, type=CachedImage)
+            cached = msgspec.json.decode(raw, type=CachedImage)
         except msgspec.DecodeError:
             # Written by another version during a rolling deploy: treat it as a miss.
             logger.warning("ignoring an unreadable cache entry for %s", public_id)
             await self.cache.invalidate(CACHE_PREFIX + public_id)
             return None
+        # Older versions cached private images too; such an entry is a miss until it expires.
+        return None if cached.visibility is Visibility.PRIVATE else cached
 
     async def list_public(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Public images, newest first, one keyset page (cost independent of how many exist)."""
-        return await self._keyset_page(Image.visibility == Visibility.PUBLIC.value, limit=limit, cursor=cursor)
+        condition = Image.visibility == Visibility.PUBLIC.value
+        return await self._keyset_page(condition, listing=PUBLIC_LISTING, limit=limit, cursor=cursor)
 
     async def list_newest(self, *, limit: int, cursor: str | None) -> tuple[list[CachedImage], str | None]:
         """Every image of every visibility, newest first (for operators): walks the primary key."""
-        return await self._keyset_page(true(), limit=limit, cursor=cursor)
+        return await self._keyset_page(true(), listing="operator", limit=limit, cursor=cursor)
 
     async def list_owned(
         self, owner_id: int, *, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
         """One account's images of every visibility, newest first, one keyset page."""
-        return await self._keyset_page(Image.owner_id == owner_id, limit=limit, cursor=cursor)
+        return await self._keyset_page(
+            Image.owner_id == owner_id, listing=f"owner:{owner_id}", limit=limit, cursor=cursor
+        )
 
     async def _keyset_page(
-        self, condition: ColumnElement[bool], *, limit: int, cursor: str | None
+        self, condition: ColumnElement[bool], *, listing: str, limit: int, cursor: str | None
     ) -> tuple[list[CachedImage], str | None]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        if self.cursors is None:
+            raise RuntimeError("this ImageService was made without page cursors; pass cursors= to list")
         statement = select(Image).where(condition)
         if cursor:
-            statement = statement.where(Image.id < decode_cursor(cursor))
+            statement = statement.where(Image.id < self.cursors.decode(listing, cursor))
         statement = statement.order_by(Image.id.desc()).limit(limit + 1)
         rows: Sequence[Image] = (await self.session.scalars(statement)).all()
         page = list(rows[:limit])
-        next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+        next_cursor = self.cursors.encode(listing, page[-1].id) if len(rows) > limit else None
         result = [to_cached(image) for image in page]
         await self.session.rollback()  # end the read transaction
         return result, next_cursor
@@ -382,8 +385,8 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             raise
 
     async def _reference_blob(self, processed: ProcessedImage) -> tuple[Blob, bool]:
-        """Take the blob's lock by counting one more reference; store the objects if first
-        (and say whether it was)."""
+        """Take the blob's lock by counting one more reference and store the objects (and say
+        whether this is the first reference, for the stored-bytes counter)."""
         for _attempt in range(3):
             statement = (
                 update(Blob)
@@ -397,8 +400,11 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
                 await self._reserve_blob(processed)
                 continue
             blob = await self.session.get_one(Blob, processed.sha256, populate_existing=True)
-            if refcount == 1:
-                await self._put_objects(blob, processed)
+            # Written every time, not only for the first reference: skipping the writes when the
+            # content is already stored would answer measurably faster, and tell an uploader that
+            # someone (perhaps privately) holds this exact image. The keys derive from the
+            # content, so this rewrites identical bytes, atomically, under the blob's lock.
+            await self._put_objects(blob, processed)
             return blob, refcount == 1
         raise RuntimeError(f"blob {processed.sha256} kept disappearing while being referenced")
 
@@ -411,15 +417,18 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
 
     async def _locked_image(self, public_id: str, delete_token: str | None, viewer: Viewer | None) -> Image:
         _check_public_id(public_id)
-        statement = select(Image).where(Image.public_id == public_id).with_for_update(of=Image)
+        # Who may see it (or holds its token) is part of the query: a private image that this
+        # request may not touch is the same empty result as an id that never existed.
+        condition = visible_to(viewer)
+        if delete_token:
+            condition = or_(condition, Image.delete_token_hash == hash_token(delete_token))
+        statement = select(Image).where(Image.public_id == public_id, condition).with_for_update(of=Image)
         image = (await self.session.scalars(statement)).one_or_none()
         if image is None:
             raise image_not_found(public_id)
         cached = to_cached(image)
         if can_manage(cached, viewer) or _token_matches(delete_token, image.delete_token_hash):
             return image
-        if not can_view(cached, viewer):
-            raise image_not_found(public_id)  # a private image does not exist for others
         if viewer is not None:
             raise ForbiddenError("this image belongs to someone else; only its owner can change or delete it")
         raise ForbiddenError(
@@ -564,11 +573,10 @@ def _token_matches(token: str | None, expected_hash: str | None) -> bool:
 
 
 def _safe_stored_filename(filename: str | None) -> str | None:
-    """Keep the name people gave the file (for downloads), minus paths and control characters."""
+    """Keep the name people gave the file (for downloads), minus paths, controls and bidi tricks."""
     if not filename:
         return None
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", name)).strip()
+    name = clean_text(filename.replace("\\", "/").rsplit("/", 1)[-1])
     return name[:255] or None
 
 

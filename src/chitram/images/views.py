@@ -16,12 +16,12 @@ from litestar.response import Redirect, Template
 from chitram.accounts.auth import Viewer, forget_viewer, load_viewer
 from chitram.errors import ForbiddenError, GoneError, NotAuthenticatedError, NotFoundError
 from chitram.guard import UPLOAD_ROUTE
-from chitram.images.access import LinkSigner, can_manage, can_view
+from chitram.images.access import LinkSigner, can_manage
 from chitram.images.api import base_url, drain_body, image_links, receive_upload, signed_urls
 from chitram.images.delivery import IMMUTABLE_CACHE, serve_variant
 from chitram.images.models import Visibility
 from chitram.images.schemas import CachedImage
-from chitram.images.services import ImageService, image_not_found, parse_visibility
+from chitram.images.services import ImageService, parse_visibility
 from chitram.images.sharing import alt_text, describe, share_snippets, shown_on_page, unfurl_image
 from chitram.security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, SELF_CHECKED, verify_csrf
 from chitram.uploads import UploadForm
@@ -69,31 +69,40 @@ LINK_LIFETIMES = [(3600, "1 hour"), (86400, "1 day"), (7 * 86400, "7 days")]
 SIGNED_LINK_MAX_AGE = 3600
 
 
-async def bytes_cache_policy(request: Request[Any, Any, Any], image: CachedImage) -> str:
-    """How the bytes of `image` may be cached, once this request has shown it may see them.
+async def visible_bytes(
+    request: Request[Any, Any, Any], image_service: ImageService, public_id: str
+) -> tuple[CachedImage, str]:
+    """The image whose bytes this request may have, and how they may be cached.
 
+    Only public and unlisted images are ever in the cache, and they need nobody's identity. On a
+    miss, the signed link and the viewer are settled first and then one query asks for an image
+    they may see, so a private image costs exactly what an id that does not exist costs.
     A private image is served to its owner's session (no shared cache, revalidated each time) or
-    through a signed link (cached privately, never past its expiry). Everyone else gets the same
-    404 as for an id that does not exist.
+    through a signed link (cached privately, never past its expiry).
     """
-    if image.visibility is not Visibility.PRIVATE:
-        return IMMUTABLE_CACHE
+    cached = await image_service.cached_image(public_id)
+    if cached is not None:
+        return cached, IMMUTABLE_CACHE
     signer: LinkSigner = request.app.state.signer
     query = request.query_params
-    left = signer.seconds_left(image.public_id, query.get("expires"), query.get("signature"))
-    if left is not None and left > 0:
-        return f"private, max-age={min(left, SIGNED_LINK_MAX_AGE)}"
+    left = signer.seconds_left(public_id, query.get("expires"), query.get("signature"))
+    signed = left is not None and left > 0
     try:
-        viewer = await load_viewer(request)
+        viewer = None if signed else await load_viewer(request)
     except NotAuthenticatedError:
-        viewer = None  # a bad token gets the same 404 as for an id that does not exist
-    if can_view(image, viewer):
-        return "private, no-cache"
-    if left is not None:
-        raise GoneError("this link has expired; ask the image's owner for a new one")
-    # Bytes of a missing id are answered without asking who is there; so are these.
-    forget_viewer(request)
-    raise image_not_found(image.public_id)
+        viewer = None  # a bad token gets the same 404 as anyone else
+    try:
+        image = await image_service.load_image_for(public_id, viewer, signed=signed)
+    except NotFoundError:
+        forget_viewer(request)  # answered as if nobody had asked: no cookie changes either
+        if left is not None:  # only a genuine link, which we minted for an existing image, gets here
+            raise GoneError("this link has expired; ask the image's owner for a new one") from None
+        raise
+    if image.visibility is not Visibility.PRIVATE:
+        return image, IMMUTABLE_CACHE
+    if signed and left is not None:
+        return image, f"private, max-age={min(left, SIGNED_LINK_MAX_AGE)}"
+    return image, "private, no-cache"
 
 
 def _view(image: CachedImage, base: str) -> ImageView:
@@ -223,8 +232,7 @@ class ImagePages(Controller):
             # A private page must not be kept by anything between the owner and us.
             headers = {"Cache-Control": "no-store"} if image.visibility is Visibility.PRIVATE else None
             return Template(template_name="image.html", context=context, headers=headers)
-        image = await image_service.get_image(public_id)
-        cache_control = await bytes_cache_policy(request, image)
+        image, cache_control = await visible_bytes(request, image_service, public_id)
         if extension.lower() != image.extension:
             raise NotFoundError(f"this image is a {image.extension.upper()}; its address ends in .{image.extension}")
         return await serve_variant(request, image_service.storage, image, "original", cache_control=cache_control)
@@ -279,8 +287,7 @@ class ImagePages(Controller):
         variant = VARIANT_FILES.get(filename)
         if variant is None:
             raise NotFoundError("images have /thumbnail.webp and /preview.webp variants only")
-        image = await image_service.get_image(public_id)
-        cache_control = await bytes_cache_policy(request, image)
+        image, cache_control = await visible_bytes(request, image_service, public_id)
         return await serve_variant(request, image_service.storage, image, variant, cache_control=cache_control)
 
     @route("/i/{public_id:str}/edit", http_method=READ_METHODS)
