@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chitram import __version__
 from chitram.accounts.api import MeController, TokenController
 from chitram.accounts.auth import clear_dead_session, load_viewer
+from chitram.accounts.devices import DeviceTokens
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountLimits, AccountService
 from chitram.accounts.sessions import SessionStore
@@ -82,10 +83,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     account_limits = AccountLimits.from_settings(settings.limits)
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
+    devices = DeviceTokens(secret_key)
 
     def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
         """Per request (a dependency), and for code that opens its own session (auth, tests)."""
-        return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits)
+        return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits, devices=devices)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

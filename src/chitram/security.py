@@ -26,6 +26,13 @@ CSRF_FIELD = "_csrf_token"  # the field name Litestar's middleware reads from fo
 SELF_CHECKED = {"exclude_from_csrf": True}
 
 
+def cookie_name(name: str, *, production: bool) -> str:
+    """In production cookies carry the `__Host-` prefix: browsers then take them only with Secure,
+    Path=/ and no Domain, so a sibling subdomain (or plain http) cannot plant or overwrite them.
+    Development on http://localhost keeps the plain name, since `__Host-` requires Secure."""
+    return f"__Host-{name}" if production else name
+
+
 def page_policy(public_url: str = "") -> str:
     """Pages load scripts, styles and images from this origin only (and images from PUBLIC_URL,
     which their links are built from). htmx is configured by a meta tag and a static file, so

@@ -150,6 +150,8 @@ class AccountSettings(_Section):
     """A web login lasts this many days (then log in again)."""
     account_quota_bytes: int = Field(default=2 * 1024**3, ge=0)
     """Bytes of originals one account may keep (default 2 GiB). 0: no quota."""
+    trusted_device_days: int = Field(default=180, gt=0)
+    """A browser that logged in stays trusted this many days: failures from elsewhere never lock it out."""
 
 
 class LimitSettings(_Section):
