@@ -28,7 +28,7 @@ from chitram.accounts.auth import clear_dead_session, load_viewer
 from chitram.accounts.devices import DeviceTokens
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountLimits, AccountService
-from chitram.accounts.sessions import SessionStore
+from chitram.accounts.sessions import SESSION_COOKIE, SessionStore
 from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
@@ -40,7 +40,7 @@ from chitram.images.services import ImageService
 from chitram.images.views import ImagePages
 from chitram.limits import RateLimiter
 from chitram.proxies import trusted_proxy_middleware
-from chitram.security import csrf_config, security_headers_hook
+from chitram.security import SessionCsrf, cookie_name, csrf_config, csrf_guard_middleware, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, create_storage
 from chitram.stores import SafeCache, Stores, create_stores
@@ -84,6 +84,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
     devices = DeviceTokens(secret_key)
+    csrf = csrf_config(secret_key, secure_cookie=settings.is_production)
+    session_csrf = SessionCsrf(secret_key, csrf)
+    csrf_guard = csrf_guard_middleware(
+        session_csrf,
+        session_cookie=cookie_name(SESSION_COOKIE, production=settings.is_production),
+        public_url=settings.server.public_url,
+    )
 
     def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
         """Per request (a dependency), and for code that opens its own session (auth, tests)."""
@@ -140,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "account_service": Provide(account_service, sync_to_thread=False),
             "viewer": Provide(load_viewer),
         },
-        middleware=[trusted_proxy_middleware(settings.server.trusted_proxies)],
+        middleware=[trusted_proxy_middleware(settings.server.trusted_proxies), csrf_guard],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         template_config=TemplateConfig(
@@ -149,7 +156,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine_callback=lambda engine: configure_templates(engine, static_dir=frontend_dir() / "static"),
         ),
         plugins=[HTMXPlugin()],
-        csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
+        csrf_config=csrf,
         before_send=[security_headers_hook(settings.server.public_url), clear_dead_session],
         openapi_config=OpenAPIConfig(
             title="Chitram",
@@ -185,6 +192,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "signer": LinkSigner(secret_key),
                 "upload_gate": upload_gate,
                 "account_service_factory": account_service,
+                "session_csrf": session_csrf,
             }
         ),
         debug=False,

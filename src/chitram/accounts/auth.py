@@ -19,7 +19,7 @@ from chitram.accounts.models import User
 from chitram.accounts.services import AccountService
 from chitram.accounts.sessions import SESSION_COOKIE, SessionStore
 from chitram.errors import ForbiddenError, NotAuthenticatedError
-from chitram.security import cookie_name
+from chitram.security import SessionCsrf, cookie_name
 
 _VIEWER = "chitram.viewer"
 CLEAR_SESSION_COOKIE = "chitram.clear_session_cookie"
@@ -191,6 +191,9 @@ async def start_session(request: Request[Any, Any, Any], response: Response[Any]
     token = await sessions.create(user.id, user.session_epoch)
     secure = request.app.state.settings.is_production
     response.set_cookie(session_cookie(token, secure=secure, max_age=sessions.lifetime_seconds))
+    # A new CSRF token with the new session: one the browser had before (perhaps planted) stops working.
+    session_csrf: SessionCsrf = request.app.state.session_csrf
+    response.set_cookie(session_csrf.cookie(session_csrf.token_for(token)))
     request.scope.pop(CLEAR_SESSION_COOKIE, None)  # type: ignore[misc]
 
 
