@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chitram.settings import Settings
@@ -113,6 +114,10 @@ class CircuitBreaker:
             )
             self._open_until = self._outage_since = None
 
+    def abandoned(self, trial: bool) -> None:
+        if trial:
+            self._trial_running = False
+
     def failed(self, trial: bool, error: BaseException) -> None:
         if trial:
             self._trial_running = False
@@ -143,10 +148,13 @@ class GuardedRedis(Redis):  # type: ignore[type-arg]  # generic only in the stub
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             self.breaker.failed(trial, error)
             raise
+        except RedisError:
+            # Redis answered, with an error about the command: it is there.
+            self.breaker.succeeded(trial)
+            raise
         except BaseException:
-            # Redis answered (with an error), or we were cancelled: not a sign of an outage.
-            if trial:
-                self.breaker.succeeded(trial)
+            # Cancelled (the request ended): says nothing either way; another command may try.
+            self.breaker.abandoned(trial)
             raise
         self.breaker.succeeded(trial)
         return result

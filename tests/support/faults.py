@@ -2,8 +2,8 @@
 
 :class:`FaultProxy` listens on ``127.0.0.1:<free port>`` and forwards every connection to a
 real service.  A test points the code under test at ``proxy.address`` instead of the service
-and can then make the service *hang* (connections stay open, nothing is answered), *stall* (the same, but what was sent is
-delivered once it heals, like a paused server or a congested link), *vanish*
+and can then make the service *hang* (connections stay open, nothing is answered), *stall*
+(the same, but what was sent is delivered once it heals, like a paused server), *vanish*
 (connections are reset, new ones refused) or *heal*, without touching the shared server.
 
 The proxy runs a ``selectors`` loop on its own daemon thread, so it keeps working while the
