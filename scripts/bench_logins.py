@@ -3,7 +3,9 @@
 Runs the embedded app in this process (real argon2, real CSRF) and prints the honest login's
 median time alone (the yardstick) and under attack, and their ratio; the goal is at most 2x.
 
-    uv run python scripts/bench_logins.py [--attackers 40] [--rounds 7]
+    uv run python scripts/bench_logins.py [--attackers 40] [--rounds 7] [--one-lane]
+
+--one-lane treats every source as clean (one first-come queue, as before the slow lane), for comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from chitram.accounts.services import AccountLimits
+from chitram.accounts.services import AccountLimits, AccountService
 from chitram.app import create_app
 from chitram.settings import LimitSettings, ServerSettings, Settings
 
@@ -47,13 +49,19 @@ async def timed_login(http: httpx.AsyncClient, token: str) -> float:
     return time.perf_counter() - started
 
 
-async def main(attackers: int, rounds: int) -> None:
+async def main(attackers: int, rounds: int, one_lane: bool) -> None:
     with tempfile.TemporaryDirectory() as data:
         limits = LimitSettings(
             login_failures_per_account=10**6, login_failures_per_ip=10**6, login_failures_per_account_and_ip=10**6
         )
         settings = Settings(server=ServerSettings(data_dir=Path(data)), limits=limits)
         app = create_app(settings)
+        if one_lane:
+
+            async def never_failing(self: AccountService, client_ip: str) -> bool:
+                return False
+
+            AccountService._is_failing = never_failing  # type: ignore[method-assign]
         async with app.lifespan():
             async with app.state.database.sessions() as db:
                 await app.state.account_service_factory(db).register("owner@example.com", PASSWORD)
@@ -93,5 +101,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attackers", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--one-lane", action="store_true", help="no slow lane (the behaviour before), to compare")
     args = parser.parse_args()
-    anyio.run(main, args.attackers, args.rounds)
+    anyio.run(main, args.attackers, args.rounds, args.one_lane)
