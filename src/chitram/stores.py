@@ -94,6 +94,11 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._open_until is not None
 
+    @property
+    def doubtful(self) -> bool:
+        """The last command failed (or the breaker is open): optional work should not ask now."""
+        return self._failures > 0
+
     def before(self) -> bool:
         """Raise RedisUnavailable while open; True when this command is the half-open trial."""
         if self._open_until is None:
@@ -195,6 +200,8 @@ class SafeCache:
 
     async def add(self, key: str, value: bytes) -> None:
         """Cache `value` unless anything (an entry or a tombstone) is there already."""
+        if isinstance(self._redis, GuardedRedis) and self._redis.breaker.doubtful:
+            return  # filling the cache is optional: not worth another timeout while Redis may hang
         try:
             if self._redis is not None:
                 await self._redis.set(CACHE_KEY_PREFIX + key, value, ex=self._ttl, nx=True)
