@@ -22,6 +22,10 @@ serve *ARGS:
 test *ARGS:
     uv run pytest {{ARGS}}
 
+# Benchmarks that print ratios against a yardstick measured in the same run
+bench:
+    uv run python scripts/bench_logins.py
+
 # Lint and check formatting
 lint:
     uv run ruff check .

@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chitram import __version__
 from chitram.accounts.api import MeController, TokenController
 from chitram.accounts.auth import clear_dead_session, identified_user_id, load_viewer
+from chitram.accounts.devices import DeviceTokens
 from chitram.accounts.passwords import Passwords
 from chitram.accounts.services import AccountLimits, AccountService
-from chitram.accounts.sessions import SessionStore
+from chitram.accounts.sessions import SESSION_COOKIE, SessionStore
 from chitram.accounts.views import AccountPages, AdminPages
 from chitram.db import Database, upgrade_to_head
 from chitram.errors import exception_handlers
@@ -43,7 +44,7 @@ from chitram.limits import RateLimiter
 from chitram.logs import configure_logging
 from chitram.openapi import StrictStructSchemaPlugin, answer_options
 from chitram.proxies import trusted_proxy_middleware
-from chitram.security import csrf_config, security_headers_hook
+from chitram.security import SessionCsrf, cookie_name, csrf_config, csrf_guard_middleware, security_headers_hook
 from chitram.settings import Settings, check_production_settings, resolve_secret_key
 from chitram.storage import ObjectStorage, StorageConfigError, StorageUnavailable, TimedStorage, create_storage
 from chitram.stores import SafeCache, Stores, create_stores
@@ -91,10 +92,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     sessions = SessionStore(stores, lifetime_seconds=settings.accounts.session_days * 24 * 3600)
     upload_gate = UploadGate(UploadPolicy.from_settings(settings), limiter)
     cursors = PageCursors(secret_key)
+    devices = DeviceTokens(secret_key)
+    csrf = csrf_config(secret_key, secure_cookie=settings.is_production)
+    session_csrf = SessionCsrf(secret_key, csrf)
+    csrf_guard = csrf_guard_middleware(
+        session_csrf,
+        session_cookie=cookie_name(SESSION_COOKIE, production=settings.is_production),
+        public_url=settings.server.public_url,
+    )
 
     def account_service(db_session: NamedDependency[AsyncSession]) -> AccountService:
         """Per request (a dependency), and for code that opens its own session (auth, tests)."""
-        return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits)
+        return AccountService(db_session, passwords=passwords, limiter=limiter, limits=account_limits, devices=devices)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -156,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "account_service": Provide(account_service, sync_to_thread=False),
             "viewer": Provide(load_viewer),
         },
+        middleware=[csrf_guard],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         template_config=TemplateConfig(
@@ -165,7 +175,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         plugins=[HTMXPlugin(), StrictStructSchemaPlugin()],
         before_request=answer_options,
-        csrf_config=csrf_config(secret_key, secure_cookie=settings.is_production),
+        csrf_config=csrf,
         before_send=[security_headers_hook(settings.server.public_url), clear_dead_session, mark_host_links],
         openapi_config=OpenAPIConfig(
             title="Chitram",
@@ -201,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "signer": LinkSigner(secret_key),
                 "upload_gate": upload_gate,
                 "account_service_factory": account_service,
+                "session_csrf": session_csrf,
             }
         ),
         debug=False,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from chitram.images.processing import ImageRejected
 from chitram.logs import current_request_id
 from chitram.storage import ObjectNotFound, StorageConfigError, StorageUnavailable
+from chitram.stores import RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +349,8 @@ def _is_database_outage(exc: DBAPIError) -> bool:
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    logger.error("dependency unavailable on %s %s: %s", request.method, _path(request), exc)
+    if not isinstance(exc, RedisUnavailable):  # the breaker logs a Redis outage once, not per request
+        logger.error("dependency unavailable on %s %s: %s", request.method, _path(request), exc)
     return problem_response(
         request,
         status=HTTP_503_SERVICE_UNAVAILABLE,

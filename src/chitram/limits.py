@@ -71,6 +71,13 @@ class RateLimiter:
             return None
         return retry_after(counter[1], limit)
 
+    async def current(self, limit: Limit, key: str) -> int:
+        """The counter's value in its window (0 when there is none). Counts nothing."""
+        if not limit.limit:
+            return 0
+        counter = await self._counters.peek(store_key(limit, key))
+        return 0 if counter is None else counter[0]
+
     async def count(self, limit: Limit, key: str) -> None:
         """Count one event and never refuse it (e.g. a failed login, checked with blocked_for)."""
         if limit.limit:

@@ -128,6 +128,10 @@ class CacheSettings(_Section):
     """Redis URL for cache, sessions and rate limits. Empty: in-process memory (one process only)."""
     cache_ttl_seconds: int = 3600
     """How long image metadata stays cached."""
+    redis_timeout_seconds: float = Field(default=0.15, gt=0)
+    """Connect/read timeout for one Redis command; a hanging Redis fails a request after this."""
+    redis_breaker_seconds: float = Field(default=5.0, gt=0)
+    """After Redis stops answering, commands fail at once for this long before one tries again."""
 
 
 class UploadSettings(_Section):
@@ -139,6 +143,8 @@ class UploadSettings(_Section):
     """Most frames accepted in an animation."""
     max_total_pixels: int = Field(default=250_000_000, gt=0)
     """Most pixels accepted across all frames of an animation."""
+    upload_deadline_seconds: float = Field(default=30.0, gt=0)
+    """Seconds from an upload's last byte to storing it; later (or once its client is gone) nothing is kept."""
     processing_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     """Images decoded at once per worker; more wait their turn. Default: number of cores."""
 
@@ -167,6 +173,8 @@ class AccountSettings(_Section):
     """A web login lasts this many days (then log in again)."""
     account_quota_bytes: int = Field(default=2 * 1024**3, ge=0)
     """Bytes of originals one account may keep (default 2 GiB). 0: no quota."""
+    trusted_device_days: int = Field(default=180, gt=0)
+    """A browser that logged in stays trusted this many days: failures from elsewhere never lock it out."""
 
 
 class LimitSettings(_Section):

@@ -94,6 +94,15 @@ async def test_anonymous_visitors_get_no_session(client: Client) -> None:
     assert SESSION_COOKIE not in client.cookies
 
 
+def host_cookie(response: httpx.Response, name: str) -> dict[str, str]:
+    """The one `__Host-` cookie of this name the response sets: Secure, Path=/, no Domain."""
+    headers = [h for h in response.headers.get_list("set-cookie") if h.startswith(f"__Host-{name}=")]
+    assert len(headers) == 1, response.headers.get_list("set-cookie")
+    cookie = cookie_attributes(headers[0])
+    assert "secure" in cookie and cookie["path"] == "/" and "domain" not in cookie, cookie
+    return cookie
+
+
 async def test_cookies_are_secure_in_production(settings: Settings) -> None:
     server = settings.server.model_copy(
         update={"env": Environment.PRODUCTION, "public_url": "https://testserver.local"}
@@ -101,8 +110,7 @@ async def test_cookies_are_secure_in_production(settings: Settings) -> None:
     production = create_test_app(dataclasses.replace(settings, server=server))
     async with AsyncTestClient(app=production, base_url="https://testserver.local") as browser:
         page = await browser.get("/register", headers=HTML)
-        csrf = cookie_attributes(next(h for h in page.headers.get_list("set-cookie") if h.startswith(CSRF_COOKIE)))
-        assert "secure" in csrf and "httponly" in csrf
+        assert "httponly" in host_cookie(page, CSRF_COOKIE)
         response = await browser.post(
             "/register",
             data={
@@ -115,14 +123,20 @@ async def test_cookies_are_secure_in_production(settings: Settings) -> None:
             follow_redirects=False,
         )
         assert response.status_code == 303, response.text
-        cookie = the_session_cookie(response)
-        assert "secure" in cookie and "httponly" in cookie and cookie["samesite"].lower() == "lax"
-        logout = await browser.post(
+        cookie = host_cookie(response, SESSION_COOKIE)
+        assert "httponly" in cookie and cookie["samesite"].lower() == "lax"
+        assert "httponly" in host_cookie(response, CSRF_COOKIE), "a new session comes with a new CSRF token"
+        # the token from before the login no longer works: the form must come from a page of this session
+        stale = await browser.post(
             "/logout", data={"_csrf_token": form_csrf(page.text)}, headers=HTML, follow_redirects=False
         )
+        assert stale.status_code == 403
+        logout = await browser.post(
+            "/logout", data={"_csrf_token": await csrf_of(browser, "/account")}, headers=HTML, follow_redirects=False
+        )
         assert logout.status_code == 303
-        dropped = the_session_cookie(logout)
-        assert dropped["max-age"] == "0" and "secure" in dropped
+        dropped = host_cookie(logout, SESSION_COOKIE)
+        assert dropped["max-age"] == "0"
 
 
 # -- fixation and replay -------------------------------------------------------------------------

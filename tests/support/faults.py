@@ -2,7 +2,8 @@
 
 :class:`FaultProxy` listens on ``127.0.0.1:<free port>`` and forwards every connection to a
 real service.  A test points the code under test at ``proxy.address`` instead of the service
-and can then make the service *hang* (connections stay open, nothing is answered), *vanish*
+and can then make the service *hang* (connections stay open, nothing is answered), *stall*
+(the same, but what was sent is delivered once it heals, like a paused server), *vanish*
 (connections are reset, new ones refused) or *heal*, without touching the shared server.
 
 The proxy runs a ``selectors`` loop on its own daemon thread, so it keeps working while the
@@ -26,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 __all__ = ["FaultProxy", "ProxyMode"]
 
-ProxyMode = Literal["forward", "hang", "refuse"]
+ProxyMode = Literal["forward", "hang", "stall", "refuse"]
 
 _T = TypeVar("_T")
 _CHUNK = 65536
@@ -45,6 +46,7 @@ class _Pair:
         "closed",
         "connecting",
         "hung",
+        "stalled",
         "u2c",
         "upstream",
         "upstream_eof",
@@ -56,6 +58,7 @@ class _Pair:
         self.upstream = upstream
         self.connecting = upstream is not None
         self.hung = hung
+        self.stalled = False
         self.c2u = bytearray()
         self.u2c = bytearray()
         self.client_eof = False
@@ -74,6 +77,10 @@ class FaultProxy:
     * ``hang``: connections are still accepted, but nothing is forwarded or answered on new
       *and* existing connections; bytes from either side are swallowed and no connection is
       closed by the proxy.  Looks like a server that stopped answering.
+    * ``stall``: nothing moves on new or existing connections, but nothing is lost either: the
+      bytes wait (in the proxy and the kernel's buffers) and are delivered, in order, after
+      :meth:`heal`.  Looks like a server paused with SIGSTOP: a request sent during the stall
+      is carried out late.
     * ``refuse``: existing connections are reset (RST) and the listening socket is closed, so
       new connections are refused.  Looks like a server that went away.
     """
@@ -162,6 +169,10 @@ class FaultProxy:
         """Stop answering without closing connections (new and existing ones)."""
         self._call(self._do_hang)
 
+    def stall(self) -> None:
+        """Stop moving bytes on new and existing connections; :meth:`heal` delivers them late."""
+        self._call(self._do_stall)
+
     def refuse(self) -> None:
         """Reset every existing connection and refuse new ones."""
         self._call(self._do_refuse)
@@ -239,6 +250,15 @@ class FaultProxy:
         for pair in list(self._pairs):
             self._hang_pair(pair)
 
+    def _do_stall(self) -> None:
+        self._mode = "stall"
+        if self._selector is None:
+            return
+        self._listen()
+        for pair in list(self._pairs):
+            pair.stalled = True
+            self._update(pair)
+
     def _do_refuse(self) -> None:
         self._mode = "refuse"
         if self._selector is None:
@@ -254,6 +274,9 @@ class FaultProxy:
         for pair in list(self._pairs):
             if pair.hung:
                 self._close_pair(pair)
+            elif pair.stalled:
+                pair.stalled = False
+                self._update(pair)
         self._listen()
 
     # -- sockets (proxy thread) ------------------------------------------------------------
@@ -309,7 +332,7 @@ class FaultProxy:
                 _abort(client)
                 continue
             upstream: socket.socket | None = None
-            if self._mode == "forward":
+            if self._mode in ("forward", "stall"):
                 family, sockaddr = self._target
                 upstream = socket.socket(family, socket.SOCK_STREAM)
                 upstream.setblocking(False)
@@ -320,6 +343,7 @@ class FaultProxy:
                     client.close()
                     continue
             pair = _Pair(client, upstream, hung=self._mode == "hang")
+            pair.stalled = self._mode == "stall"
             self._pairs.add(pair)
             self._update(pair)
 
@@ -365,6 +389,11 @@ class FaultProxy:
     def _update(self, pair: _Pair) -> None:
         """Recompute what to wait for on both sockets; finish half-closes; close when done."""
         if pair.closed:
+            return
+        if pair.stalled:
+            self._set_interest(pair.client, 0, pair, "client")
+            if pair.upstream is not None:
+                self._set_interest(pair.upstream, 0, pair, "upstream")
             return
         if not pair.hung:
             upstream = pair.upstream

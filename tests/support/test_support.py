@@ -301,6 +301,26 @@ def test_proxy_hang_and_heal(support_redis_address: tuple[str, int]) -> None:
             client.close()
 
 
+def test_proxy_stall_delivers_late(support_redis_address: tuple[str, int]) -> None:
+    """Unlike a hang, what is sent during a stall is carried out when it ends."""
+    with FaultProxy(*support_redis_address) as proxy, socket.create_connection((proxy.host, proxy.port)) as raw:
+        raw.settimeout(5)
+        direct = _redis_client(*support_redis_address)
+        direct.delete("chitram-test:stalled")
+        proxy.stall()
+        raw.sendall(b"*3\r\n$3\r\nSET\r\n$20\r\nchitram-test:stalled\r\n$4\r\nlate\r\n")
+        raw.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            raw.recv(100)  # no answer while stalled
+        assert direct.get("chitram-test:stalled") is None, "a stalled command must not run yet"
+        proxy.heal()
+        raw.settimeout(5)
+        assert raw.recv(100) == b"+OK\r\n"
+        assert direct.get("chitram-test:stalled") == b"late"
+        direct.delete("chitram-test:stalled")
+        direct.close()
+
+
 def test_proxy_refuse_and_heal(support_redis_address: tuple[str, int]) -> None:
     with FaultProxy(*support_redis_address) as proxy:
         existing = _redis_client(proxy.host, proxy.port)

@@ -14,10 +14,12 @@ from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.types import Message, Scope
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chitram.accounts.devices import DEVICE_COOKIE
 from chitram.accounts.models import User
 from chitram.accounts.services import AccountService
 from chitram.accounts.sessions import SESSION_COOKIE, SessionStore
 from chitram.errors import ForbiddenError, NotAuthenticatedError
+from chitram.security import SessionCsrf, cookie_name
 
 _VIEWER = "chitram.viewer"
 CLEAR_SESSION_COOKIE = "chitram.clear_session_cookie"
@@ -90,8 +92,39 @@ def _token_problem(detail: str) -> NotAuthenticatedError:
     return NotAuthenticatedError(detail, headers=BEARER_CHALLENGE)
 
 
+def _production(request: Request[Any, Any, Any]) -> bool:
+    return bool(request.app.state.settings.is_production)
+
+
+def session_cookie_name(request: Request[Any, Any, Any]) -> str:
+    return cookie_name(SESSION_COOKIE, production=_production(request))
+
+
+def device_token(request: Request[Any, Any, Any]) -> str | None:
+    """The trusted-device token this browser brought, if any (accounts/devices.py)."""
+    return request.cookies.get(cookie_name(DEVICE_COOKIE, production=_production(request)))
+
+
+def remember_device(request: Request[Any, Any, Any], response: Response[Any], token: str) -> None:
+    """Keep the trusted-device token in this browser (renewed at every login)."""
+    if not token:
+        return
+    production = _production(request)
+    response.set_cookie(
+        Cookie(
+            key=cookie_name(DEVICE_COOKIE, production=production),
+            value=token,
+            max_age=request.app.state.settings.accounts.trusted_device_days * 24 * 3600,
+            path="/",
+            httponly=True,
+            secure=production,
+            samesite="lax",
+        )
+    )
+
+
 async def _viewer_from_session(request: Request[Any, Any, Any]) -> Viewer | None:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie_name(request))
     if not token:
         return None
     sessions: SessionStore = request.app.state.sessions
@@ -138,8 +171,9 @@ async def require_admin(request: Request[Any, Any, Any]) -> Viewer:
 
 
 def session_cookie(token: str, *, secure: bool, max_age: int) -> Cookie:
+    """`secure` is production: the cookie is then also `__Host-` prefixed."""
     return Cookie(
-        key=SESSION_COOKIE,
+        key=cookie_name(SESSION_COOKIE, production=secure),
         value=token,
         max_age=max_age,
         path="/",
@@ -150,24 +184,28 @@ def session_cookie(token: str, *, secure: bool, max_age: int) -> Cookie:
 
 
 def expired_session_cookie(*, secure: bool) -> Cookie:
-    return Cookie(key=SESSION_COOKIE, value="", max_age=0, path="/", httponly=True, secure=secure, samesite="lax")
+    name = cookie_name(SESSION_COOKIE, production=secure)
+    return Cookie(key=name, value="", max_age=0, path="/", httponly=True, secure=secure, samesite="lax")
 
 
 async def start_session(request: Request[Any, Any, Any], response: Response[Any], user: User) -> None:
     """Log `user` in on this browser: a brand-new session token, the old one (if any) ended."""
     sessions: SessionStore = request.app.state.sessions
-    old = request.cookies.get(SESSION_COOKIE)
+    old = request.cookies.get(session_cookie_name(request))
     if old:
         await sessions.delete(old)
     token = await sessions.create(user.id, user.session_epoch)
     secure = request.app.state.settings.is_production
     response.set_cookie(session_cookie(token, secure=secure, max_age=sessions.lifetime_seconds))
+    # A new CSRF token with the new session: one the browser had before (perhaps planted) stops working.
+    session_csrf: SessionCsrf = request.app.state.session_csrf
+    response.set_cookie(session_csrf.cookie(session_csrf.token_for(token)))
     request.scope.pop(CLEAR_SESSION_COOKIE, None)  # type: ignore[misc]
 
 
 async def end_session(request: Request[Any, Any, Any], response: Response[Any]) -> None:
     sessions: SessionStore = request.app.state.sessions
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie_name(request))
     if token:
         await sessions.delete(token)
     response.set_cookie(expired_session_cookie(secure=request.app.state.settings.is_production))

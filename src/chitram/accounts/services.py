@@ -15,8 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from chitram.accounts.devices import DeviceTokens
 from chitram.accounts.models import ApiToken, User
-from chitram.accounts.passwords import MAX_PASSWORD_LENGTH, Passwords, check_new_password
+from chitram.accounts.passwords import (
+    MAX_PASSWORD_LENGTH,
+    SUSPECT_RETRY_SECONDS,
+    HashingBusyError,
+    Passwords,
+    check_new_password,
+)
 from chitram.errors import (
     ConflictError,
     ForbiddenError,
@@ -25,7 +32,7 @@ from chitram.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from chitram.limits import Limit, RateLimiter
+from chitram.limits import Limit, RateLimiter, human_wait
 from chitram.settings import LimitSettings
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321's path limit, minus the angle brackets
@@ -78,8 +85,9 @@ def hash_api_token(token: str) -> str:
 @dataclass(frozen=True)
 class AccountLimits:
     """New accounts per address, and the three counters of login attempts: tight per account and
-    address, looser per address, loosest per account (so an attacker spread over many addresses
-    cannot lock a victim out for longer than one window)."""
+    client (address, or trusted device), looser per address, loosest per account. A trusted
+    device counts only on its own account-and-device counter, so an attacker spread over many
+    addresses cannot lock the owner's browser out (docs/decisions/0008-login-brakes.md)."""
 
     per_account_and_ip: Limit
     per_ip: Limit
@@ -103,14 +111,28 @@ class NewToken:
     secret: str  # shown once
 
 
+@dataclass(frozen=True)
+class LoginResult:
+    user: User
+    device_token: str
+    """The trusted-device token for this browser: the one it brought if still valid, else a new one."""
+
+
 class AccountService:
     def __init__(
-        self, session: AsyncSession, *, passwords: Passwords, limiter: RateLimiter, limits: AccountLimits
+        self,
+        session: AsyncSession,
+        *,
+        passwords: Passwords,
+        limiter: RateLimiter,
+        limits: AccountLimits,
+        devices: DeviceTokens | None = None,
     ) -> None:
         self.session = session
         self.passwords = passwords
         self.limiter = limiter
         self.limits = limits
+        self.devices = devices
 
     # -- registration and login ---------------------------------------------------------
 
@@ -136,21 +158,35 @@ class AccountService:
             ) from None
         return user
 
-    async def log_in(self, email: str, password: str, *, client_ip: str) -> User:
-        """The user whose password this is, or a 401 that says nothing about which part was wrong.
+    async def log_in(self, email: str, password: str, *, client_ip: str, device_token: str | None = None) -> User:
+        """The user whose password this is, or a 401 that says nothing about which part was wrong."""
+        return (await self.log_in_device(email, password, client_ip=client_ip, device_token=device_token)).user
 
-        Throttled: attempts are counted per account and address, per address and per account
-        before the password is checked, so a burst sent at once gets no more guesses than the
-        limit; once any counter is full, no password is checked at all. A success takes its
-        attempt back (and clears the account-and-address counter): only failures add up.
+    async def log_in_device(
+        self, email: str, password: str, *, client_ip: str, device_token: str | None = None
+    ) -> LoginResult:
+        """Log in, and say which trusted-device token the browser should keep.
+
+        Throttled: attempts are counted before the password is checked, so a burst sent at once
+        gets no more guesses than the limit; once any counter is full, no password is checked at
+        all. A success takes its attempt back (and clears the account-and-client counter): only
+        failures add up. A browser with a valid device token for this account counts only on its
+        own counter, so failures from elsewhere never lock it out; an address that has failed
+        recently has its password checked in the slow lane (passwords.FairGate).
         """
         key = email_key(email)
-        counters = self._login_counters(key, client_ip)
+        device = self._trusted_device(device_token, key)
+        counters = self._login_counters(key, client_ip, device)
+        suspect = device is None and await self._is_failing(client_ip)
         await self._take_attempt(counters)
-        user = (await self.session.scalars(select(User).where(User.email_key == key))).one_or_none()
+        found = (await self.session.execute(select(User.id, User.password_hash).where(User.email_key == key))).first()
+        # Hand the connection back while argon2 runs (or waits for its turn): guesses queued in
+        # the slow lane must not hold the pool an honest login needs.
+        await self.session.rollback()
         password = password[:MAX_PASSWORD_LENGTH]
-        valid = await self.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not valid:
+        valid = await self._verify(found.password_hash if found else None, password, counters, suspect, client_ip)
+        user = await self.session.get(User, found.id) if found is not None and valid else None
+        if user is None:
             await self.session.rollback()
             raise NotAuthenticatedError("the email address or the password is wrong; check both and try again")
         if user.is_disabled:
@@ -161,7 +197,34 @@ class AccountService:
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
         await self.session.commit()
-        return user
+        kept = device_token if device is not None and device_token else None
+        return LoginResult(user=user, device_token=kept or self._new_device_token(key))
+
+    def _trusted_device(self, device_token: str | None, key: str) -> str | None:
+        return self.devices.device_for(device_token, key) if self.devices is not None else None
+
+    def _new_device_token(self, key: str) -> str:
+        return self.devices.issue(key) if self.devices is not None else ""
+
+    async def _is_failing(self, client_ip: str) -> bool:
+        """The cheap check before argon2: has this address had a wrong password in the window?"""
+        return await self.limiter.current(self.limits.per_ip, client_ip) > 0
+
+    async def _verify(
+        self, stored_hash: str | None, password: str, counters: list[tuple[Limit, str]], suspect: bool, source: str
+    ) -> bool:
+        try:
+            return await self.passwords.verify(stored_hash, password, suspect=suspect, source=source)
+        except HashingBusyError:
+            # No password was checked: the attempt does not count.
+            await self.session.rollback()
+            for limit, counter_key in counters:
+                await self.limiter.refund(limit, counter_key, 1)
+            seconds = SUSPECT_RETRY_SECONDS
+            raise RateLimitedError(
+                f"too many failed logins are waiting to be checked; try again in {human_wait(seconds)}",
+                headers={"Retry-After": str(seconds)},
+            ) from None
 
     async def _take_attempt(self, counters: list[tuple[Limit, str]]) -> None:
         """Count the attempt on every counter; if one refuses, the others take it back, so an
@@ -182,8 +245,11 @@ class AccountService:
         for limit, counter_key in others:
             await self.limiter.refund(limit, counter_key, 1)
 
-    def _login_counters(self, key: str, client_ip: str) -> list[tuple[Limit, str]]:
+    def _login_counters(self, key: str, client_ip: str, device: str | None = None) -> list[tuple[Limit, str]]:
         limits = self.limits
+        if device is not None:
+            # Only this device's own guesses count against it: nobody else can fill its counter.
+            return [(limits.per_account_and_ip, f"{key}|device:{device}")]
         return [
             (limits.per_account_and_ip, f"{key}|{client_ip}"),
             (limits.per_ip, client_ip),
@@ -216,20 +282,25 @@ class AccountService:
 
     # -- passwords and sessions --------------------------------------------------------
 
-    async def confirm_password(self, user: User, password: str, *, client_ip: str) -> None:
+    async def confirm_password(
+        self, user: User, password: str, *, client_ip: str, device_token: str | None = None
+    ) -> None:
         """Re-check a logged-in user's password before a grave change. Throttled like logging in,
         so a stolen session cannot be used to guess the password."""
-        counters = self._login_counters(user.email_key, client_ip)
+        device = self._trusted_device(device_token, user.email_key)
+        counters = self._login_counters(user.email_key, client_ip, device)
         await self._take_attempt(counters)
-        if not await self.passwords.verify(user.password_hash, password[:MAX_PASSWORD_LENGTH]):
+        if not await self._verify(user.password_hash, password[:MAX_PASSWORD_LENGTH], counters, False, client_ip):
             raise ForbiddenError("the current password is wrong; type it again")
         await self._give_back_attempt(counters)
 
-    async def change_password(self, user_id: int, current: str, new: str, *, client_ip: str) -> User:
+    async def change_password(
+        self, user_id: int, current: str, new: str, *, client_ip: str, device_token: str | None = None
+    ) -> User:
         """Set a new password and end every session (the caller starts a fresh one)."""
         user = await self.get_user(user_id)
         try:
-            await self.confirm_password(user, current, client_ip=client_ip)
+            await self.confirm_password(user, current, client_ip=client_ip, device_token=device_token)
         except BaseException:
             await self.session.rollback()
             raise

@@ -17,7 +17,15 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 
-from chitram.accounts.auth import Viewer, end_session, require_admin, require_viewer, start_session
+from chitram.accounts.auth import (
+    Viewer,
+    device_token,
+    end_session,
+    remember_device,
+    require_admin,
+    require_viewer,
+    start_session,
+)
 from chitram.accounts.removal import delete_account
 from chitram.accounts.services import AccountService
 from chitram.errors import ChitramError, ForbiddenError, InvalidRequestError, NotFoundError
@@ -129,12 +137,15 @@ class AccountPages(Controller):
         data: Annotated[LoginForm, Form],
     ) -> Response[Any]:
         try:
-            user = await account_service.log_in(data.email, data.password, client_ip=limit_key(request))
+            login = await account_service.log_in_device(
+                data.email, data.password, client_ip=limit_key(request), device_token=device_token(request)
+            )
         except ChitramError as error:
             context = {**_login_context(request, data.next), "email": data.email}
             return _form_page("login.html", context, error)
         response: Response[Any] = Redirect(safe_next(data.next), status_code=303)
-        await start_session(request, response, user)
+        await start_session(request, response, login.user)
+        remember_device(request, response, login.device_token)
         return response
 
     @post("/logout", status_code=303)
@@ -166,7 +177,11 @@ class AccountPages(Controller):
             if data.new_password != data.new_password_confirm:
                 raise InvalidRequestError("the two new passwords differ; type the same password twice")
             user = await account_service.change_password(
-                viewer.id, data.current_password, data.new_password, client_ip=limit_key(request)
+                viewer.id,
+                data.current_password,
+                data.new_password,
+                client_ip=limit_key(request),
+                device_token=device_token(request),
             )
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
@@ -244,7 +259,9 @@ class AccountPages(Controller):
             if data.images not in ("delete", "keep"):
                 raise InvalidRequestError("choose whether your images are deleted with the account or kept online")
             user = await account_service.get_user(viewer.id)
-            await account_service.confirm_password(user, data.password, client_ip=limit_key(request))
+            await account_service.confirm_password(
+                user, data.password, client_ip=limit_key(request), device_token=device_token(request)
+            )
         except ChitramError as error:
             context = await _account_context(request, account_service, viewer)
             return _form_page("account.html", {**context, "delete_error": True}, error)

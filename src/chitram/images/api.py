@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader, MutableScopeHeaders
@@ -35,7 +36,14 @@ from chitram.images.schemas import (
     SignedUrlRequest,
     SignedUrls,
 )
-from chitram.images.services import MAX_PAGE_SIZE, ImageService, UploadResult, clean_title, parse_visibility
+from chitram.images.services import (
+    MAX_PAGE_SIZE,
+    ImageService,
+    UploadDeadline,
+    UploadResult,
+    clean_title,
+    parse_visibility,
+)
 from chitram.openapi import problems
 from chitram.proxies import limit_key
 from chitram.settings import Settings
@@ -150,7 +158,7 @@ async def _receive_upload(
             check_form(form)
         if form.file is None or form.file.size == 0:
             raise InvalidRequestError("no image received; choose a file (multipart field 'file') and send it again")
-        async with gate.budget(viewer, address, form.file.size):
+        async with gate.budget(viewer, address, form.file.size), watch_client(request) as client_gone:
             return await image_service.upload_image(
                 source=form.file.path,
                 filename=form.file.filename,
@@ -159,7 +167,35 @@ async def _receive_upload(
                 owner_id=viewer.id if viewer else None,
                 quota_bytes=gate.policy.quota_bytes,
                 size=form.file.size,
+                deadline=UploadDeadline.starting_now(settings.upload.upload_deadline_seconds, client_gone),
             )
+
+
+@contextlib.asynccontextmanager
+async def watch_client(request: Request[Any, Any, Any]) -> AsyncIterator[Callable[[], bool]]:
+    """Once the body is read, the next ASGI message can only say the client went away: listen for
+    it while the upload is stored, so nothing is committed for a client that gave up."""
+    gone = anyio.Event()
+
+    async def listen() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                return
+
+    try:
+        async with anyio.create_task_group() as watcher:
+            watcher.start_soon(listen)
+            try:
+                yield gone.is_set
+            finally:
+                watcher.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The listener only ever ends cancelled: what failed is the upload, raised as itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def drain_body(request: Request[Any, Any, Any]) -> None:

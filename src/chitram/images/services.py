@@ -15,15 +15,18 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, delete, or_, select, true, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,6 +60,52 @@ MAX_TITLE_LENGTH = 200
 CACHE_PREFIX = "image:"
 _PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{12}")
 PUBLIC_LISTING = "public"
+
+
+class UploadAbandonedError(ChitramError):
+    status_code = 503
+    problem_type = "upload-abandoned"
+    title = "Upload not stored"
+
+
+@dataclass
+class UploadDeadline:
+    """When an upload must be stored by (a time.monotonic() value), and whether its client still
+    waits. Past either, the upload is abandoned with nothing kept: an image committed after its
+    uploader gave up would exist without anyone ever receiving its delete token."""
+
+    at: float
+    seconds: float
+    client_gone: Callable[[], bool] = field(default=lambda: False)
+
+    @classmethod
+    def starting_now(cls, seconds: float, client_gone: Callable[[], bool] | None = None) -> UploadDeadline:
+        return cls(time.monotonic() + seconds, seconds, client_gone or (lambda: False))
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        if self.client_gone():
+            raise UploadAbandonedError("the client went away before the upload was stored; nothing was kept")
+        if self.remaining() <= 0:
+            raise self.expired()
+
+    def expired(self) -> UploadAbandonedError:
+        return UploadAbandonedError(
+            f"the upload could not be stored within {self.seconds:g} seconds (the database or storage is "
+            "slow); nothing was kept, send it again",
+            headers={"Retry-After": "30"},
+        )
+
+    def scope(self) -> AbstractContextManager[object]:
+        """Cancels the work at the deadline (plus a moment, so the database's own limit, set by
+        `bound_transaction`, ends a stalled transaction first)."""
+        return anyio.fail_after(max(0.0, self.remaining()) + DEADLINE_GRACE_SECONDS)
+
+
+# Our side gives up this long after the database's own idle limit for the transaction has passed.
+DEADLINE_GRACE_SECONDS = 0.5
 
 
 def new_public_id() -> str:
@@ -287,8 +336,10 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
         owner_id: int | None = None,
         quota_bytes: int = 0,
         size: int = 0,
+        deadline: UploadDeadline | None = None,
     ) -> UploadResult:
-        """Store an upload. `size` (of the file at `source`) lets the quota refuse it before decoding."""
+        """Store an upload. `size` (of the file at `source`) lets the quota refuse it before decoding.
+        With a `deadline`, nothing is committed after it or once the client is gone."""
         if visibility is Visibility.PRIVATE and owner_id is None:
             raise InvalidRequestError("only signed-in uploads can be private; log in or choose 'unlisted'")
         if owner_id is not None and quota_bytes:
@@ -304,27 +355,70 @@ class ImageService(SQLAlchemyAsyncRepositoryService[Image]):
             blob_sha256=processed.sha256,
             owner_id=owner_id,
         )
-        await self._reserve_blob(processed)
+        if deadline is not None:
+            deadline.check()
+        limit: AbstractContextManager[object] = deadline.scope() if deadline is not None else nullcontext()
+        stage = "reserve"
         try:
-            if owner_id is not None:
-                await self._charge_quota(owner_id, len(processed.original), quota_bytes)
-            blob, first_reference = await self._reference_blob(processed)
-            self.session.add(image)
-            await self.session.flush()
-            # Content already stored (a duplicate upload) adds an image but no bytes.
-            await add_to_counters(self.session, {IMAGES: 1, STORED_BYTES: stored_bytes(blob) if first_reference else 0})
-            await self.session.commit()
+            with limit:
+                await self._reserve_blob(processed)
+                stage = "store"
+                await self._bound_transaction(deadline)
+                if owner_id is not None:
+                    await self._charge_quota(owner_id, len(processed.original), quota_bytes)
+                blob, first_reference = await self._reference_blob(processed)
+                self.session.add(image)
+                await self.session.flush()
+                # Content already stored (a duplicate upload) adds an image but no bytes.
+                stored = stored_bytes(blob) if first_reference else 0
+                await add_to_counters(self.session, {IMAGES: 1, STORED_BYTES: stored})
+                if deadline is not None:
+                    # The last moment to give up cleanly: the client is gone, or time is up.
+                    deadline.check()
+                    await self._bound_transaction(deadline)
+                stage = "commit"
+                await self.session.commit()
         except StorageUnavailable:
             # Storage is down: cleaning up now would only wait for it again. The blob stays
             # at refcount 0 and `chitram-admin gc` removes whatever was written.
             await self.session.rollback()
             raise
-        except BaseException:
+        except BaseException as error:
             await self.session.rollback()
+            if stage == "commit":
+                # The commit was sent, and its answer never came (or came as an error): undo it
+                # in case the database carried it out.
+                await self._undo_upload(image.public_id, delete_token)
             await self.collect_blob(processed.sha256, quiet=True)
+            if isinstance(error, TimeoutError) and deadline is not None:
+                raise deadline.expired() from error
             raise
         image.blob = blob
         return UploadResult(image=to_cached(image), delete_token=delete_token)
+
+    async def _bound_transaction(self, deadline: UploadDeadline | None) -> None:
+        """On PostgreSQL, make the server itself end this transaction if it sits idle past the
+        deadline: a COMMIT held up on the way (a stalled network, a paused server) then finds
+        its transaction gone instead of storing an upload whose client has given up."""
+        if deadline is None or self.session.get_bind().dialect.name != "postgresql":
+            return
+        milliseconds = max(1, int(deadline.remaining() * 1000))
+        await self.session.execute(
+            select(func.set_config("idle_in_transaction_session_timeout", str(milliseconds), True))
+        )
+
+    async def _undo_upload(self, public_id: str, delete_token: str) -> None:
+        try:
+            await self.delete_image(public_id=public_id, delete_token=delete_token, viewer=None)
+        except NotFoundError:
+            pass  # not committed: nothing to undo
+        except Exception:
+            logger.error(
+                "could not check whether upload %s was stored after its commit failed; "
+                "`chitram-admin gc` and the delete token cannot help, remove it by hand if it exists",
+                public_id,
+                exc_info=True,
+            )
 
     async def _check_quota(self, owner_id: int, size: int, quota_bytes: int) -> None:
         """Fail fast, before decoding, when the file alone cannot fit."""

@@ -166,7 +166,8 @@ class ImagePages(Controller):
         # A cross-site post carries no CSRF cookie (it is SameSite=Lax) and the script sends the
         # header: either settles it before the upload is counted against anyone's limits. Only a
         # plain form's token waits in the body.
-        settled_early = CSRF_HEADER in request.headers or CSRF_COOKIE not in request.cookies
+        csrf_cookie = request.app.csrf_config.cookie_name if request.app.csrf_config else CSRF_COOKIE
+        settled_early = CSRF_HEADER in request.headers or csrf_cookie not in request.cookies
         if settled_early:
             try:
                 verify_csrf(request, None)
