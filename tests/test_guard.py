@@ -3,6 +3,8 @@ bodies are limited per route, slow bodies are cut, one address cannot hold every
 
 from __future__ import annotations
 
+import logging
+import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,8 +14,11 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
+from litestar.testing import AsyncTestClient, TestClient
 
 from chitram.app import create_app
 from chitram.errors import ChitramError, handle_exception
@@ -116,6 +121,13 @@ async def test_bad_paths_and_hosts_get_a_400_problem(embedded_app: Litestar, pat
     answer = await call(embedded_app, path=path, headers=[(b"host", host), (b"accept", b"text/html")])
     assert answer.status == 400
     assert answer.problem()["status"] == 400
+
+
+async def test_raw_bytes_in_the_query_get_a_400_problem(embedded_app: Litestar) -> None:
+    # Found by the fuzz test below: Litestar decodes the query as UTF-8 and crashed.
+    answer = await call(embedded_app, path="/api/v1/images", query=b"cursor=\x80")
+    assert answer.status == 400
+    assert "percent-encode" in answer.problem()["detail"]
 
 
 async def test_good_hosts_pass(embedded_app: Litestar) -> None:
@@ -288,3 +300,128 @@ async def test_one_address_holds_only_its_share_of_requests(tmp_path: Path, sqli
     assert "2 requests in progress" in refused.problem()["detail"]
     assert other_address.status == 200
     assert probe.status == 200  # probes are never counted
+
+
+# -- fuzzing ---------------------------------------------------------------------------
+
+PREFIXES = ["/", "/static/", "/i/", "/api/v1/images/", "/api/v1/images", "/login", "/upload", "/health/", "/u/"]
+HEADER_NAMES = [
+    b"host",
+    b"content-type",
+    b"content-length",
+    b"transfer-encoding",
+    b"cookie",
+    b"accept",
+    b"hx-request",
+    b"authorization",
+    b"x-csrftoken",
+    b"range",
+    b"if-none-match",
+    b"if-modified-since",
+    b"x-delete-token",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"origin",
+    b"accept-encoding",
+]
+# What a server may pass on: any byte but CR, LF and NUL in a header value.
+header_value = st.binary(max_size=80).map(lambda raw: bytes(b for b in raw if b not in b"\r\n\x00"))
+hosts = st.one_of(
+    header_value,
+    st.from_regex(rb"\A[a-z0-9.\[\]:_/-]{0,30}\Z"),
+    st.builds(lambda port: b"127.0.0.1:" + str(port).encode(), st.integers(-10, 10**10)),
+)
+paths = st.builds(lambda prefix, rest: prefix + rest, st.sampled_from(PREFIXES), st.text(max_size=40))
+
+
+@st.composite
+def multipart(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A multipart body built from plausible pieces, then cut or mangled somewhere."""
+    boundary = draw(st.one_of(st.text(string.ascii_letters + string.digits + "'()+_,-./:=? ", max_size=300)))
+    boundary_bytes = boundary.encode()
+    parts = []
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from([b"file", b"title", b"visibility", b"_csrf_token", b""]))
+        disposition = b'form-data; name="' + name + b'"' + draw(st.sampled_from([b"", b'; filename="a.png"', b";;"]))
+        extra = draw(st.sampled_from([b"", b"Content-Type: image/png\r\n", b"X: " + draw(header_value) + b"\r\n"]))
+        parts.append(
+            b"--"
+            + boundary_bytes
+            + b"\r\nContent-Disposition: "
+            + disposition
+            + b"\r\n"
+            + extra
+            + b"\r\n"
+            + draw(st.binary(max_size=200))
+            + b"\r\n"
+        )
+    body = b"".join(parts) + draw(st.sampled_from([b"--" + boundary_bytes + b"--\r\n", b"", b"--"]))
+    cut = draw(st.integers(0, len(body)))
+    body = body[:cut] if draw(st.booleans()) else body
+    content_type = draw(
+        st.sampled_from(
+            [
+                b"multipart/form-data; boundary=" + boundary_bytes,
+                b'multipart/form-data; boundary="' + boundary_bytes + b'"',
+                b"multipart/form-data",
+                b"multipart/form-data; boundary=",
+                b"application/x-www-form-urlencoded",
+                b"application/json",
+            ]
+        )
+    )
+    return content_type, body
+
+
+@dataclass
+class Fuzzed:
+    method: str
+    path: str
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: list[bytes]
+
+
+requests = st.builds(
+    lambda method, path, query, host, headers, form, split: Fuzzed(
+        method=method,
+        path=path,
+        query=query,
+        headers=[(b"host", host), *headers, (b"content-type", form[0])],
+        body=[form[1][:split], form[1][split:]],
+    ),
+    st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "BREW"]),
+    paths,
+    st.binary(max_size=40),
+    hosts,
+    st.lists(st.tuples(st.sampled_from(HEADER_NAMES), header_value), max_size=4),
+    multipart(),
+    st.integers(0, 400),
+)
+
+
+def test_fuzzed_requests_never_get_a_5xx(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Paths, hosts, headers and multipart framing from hypothesis, on both stacks: every answer is
+    below 500, and nothing is logged as an error (a traceback means we crashed and covered it up)."""
+    caplog.set_level(logging.ERROR)
+    app = create_app(settings)
+    with TestClient(app) as client:
+
+        @given(requests)
+        @fuzz_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        def never_5xx(fuzzed: Fuzzed) -> None:
+            caplog.clear()
+            answer = client.blocking_portal.call(
+                lambda: call(
+                    app,
+                    method=fuzzed.method,
+                    path=fuzzed.path,
+                    query=fuzzed.query,
+                    headers=fuzzed.headers,
+                    body=list(fuzzed.body),
+                )
+            )
+            assert 0 < answer.status < 500, (answer.status, answer.body[:300])
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+        never_5xx()

@@ -284,6 +284,10 @@ def malformed(scope: Scope) -> str | None:
         path.encode("utf-8")
     except UnicodeEncodeError:
         return "the address is not valid UTF-8 once decoded; check the link"
+    if not scope.get("query_string", b"").isascii():
+        # A request target is ASCII (RFC 9112 §3.2); Litestar decodes the query as UTF-8 and
+        # crashed on raw bytes from a server that passes them through.
+        return "the query string contains raw non-ASCII bytes; percent-encode them"
     if scope.get("scheme") not in _SCHEMES:
         return "the forwarded scheme must be http or https"
     hosts = [value for key, value in scope["headers"] if key == b"host"]
