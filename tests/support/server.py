@@ -7,8 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,22 @@ class RunningServer:
     process: subprocess.Popen[str]
     url: str
     first_line: str
+    # Everything the server printed after its first line. It must be read as it comes: the
+    # server logs a line per request, and a full pipe would block it mid-request.
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def output(self) -> list[str]:
+        """The lines printed so far; complete once the server has stopped."""
+        if self.reader is not None and self.process.poll() is not None:
+            self.reader.join(timeout=10)
+        return list(self.lines)
+
+
+def _drain(server: RunningServer) -> None:
+    assert server.process.stdout is not None
+    for line in server.process.stdout:
+        server.lines.append(line.rstrip("\n"))
 
 
 # Browser tests and screenshots upload dozens of images from one address within seconds.
@@ -64,7 +81,10 @@ def start_server(env: dict[str, str], cwd: Path, workers: int = 1) -> RunningSer
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/health/live", timeout=1).status_code == 200:
-                return RunningServer(process, url, first_line)
+                server = RunningServer(process, url, first_line)
+                server.reader = threading.Thread(target=_drain, args=(server,), daemon=True)
+                server.reader.start()
+                return server
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()

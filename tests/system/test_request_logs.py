@@ -197,7 +197,11 @@ async def test_a_full_user_flow_leaves_no_secret_in_the_logs(client: Client, log
 
 
 def test_a_production_server_writes_json_lines(embedded_settings: Settings, tmp_path: Path) -> None:
-    env = settings_env(embedded_settings) | {"CHITRAM_ENV": "production", "CHITRAM_TRUSTED_PROXIES": "127.0.0.1"}
+    env = settings_env(embedded_settings) | {
+        "CHITRAM_ENV": "production",
+        "CHITRAM_TRUSTED_PROXIES": "127.0.0.1",
+        "CHITRAM_PUBLIC_URL": "https://img.example.com",
+    }
     server = start_server(env, tmp_path)
     try:
         response = httpx.get(
@@ -209,8 +213,7 @@ def test_a_production_server_writes_json_lines(embedded_settings: Settings, tmp_
         assert response.headers["x-request-id"] == "from-caddy-42"
     finally:
         stop(server)
-    assert server.process.stdout is not None
-    output = server.process.stdout.read().splitlines()
+    output = server.output()
     lines = [json.loads(line) for line in output if line.startswith("{")]
     assert len(lines) >= len(output) - 1, "\n".join(output)  # everything after the first line is JSON
     (line,) = [line for line in lines if line.get("request_id") == "from-caddy-42"]

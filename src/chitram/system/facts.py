@@ -38,9 +38,11 @@ async def add_to_counters(session: AsyncSession, changes: Mapping[str, int]) -> 
     order, so they wait for each other instead of deadlocking. Call it last, just before the
     commit, so the shared rows stay locked only briefly.
     """
-    rows = [{"name": name, "value": delta} for name, delta in sorted(changes.items()) if delta]
-    if not rows:
+    if not any(changes.values()):
         return
+    # Zeros are written too: a duplicate upload (no new bytes) must run the very statement a new
+    # one runs, or the uploader could tell that someone already stored that content.
+    rows = [{"name": name, "value": delta} for name, delta in sorted(changes.items())]
     insert = _insert(session)(Counter).values(rows)
     statement = insert.on_conflict_do_update(
         index_elements=[Counter.name], set_={"value": Counter.value + insert.excluded.value}
