@@ -30,7 +30,7 @@ def test_every_shell_script_is_linted() -> None:
         ROOT / ".ci/run",
     ]
     scripts = [path for path in candidates if path.is_file() and _is_shell(path)]
-    assert len(scripts) >= 5
+    assert len(scripts) >= 4  # chitram-deploy, deploy.sh, the postgres stand-in, .ci/run
     for script in scripts:
         assert str(script.relative_to(ROOT)) in recipe, f"{script} is not in `just lint-deploy`"
 
