@@ -180,12 +180,21 @@ async def test_gps_and_camera_data_are_gone_and_image_is_upright(client: Client)
 
 
 async def test_junk_ids_and_cursors_are_clean_4xx(client: Client) -> None:
-    for path in ("/api/v1/images/%00", "/api/v1/images/" + "a" * 300, "/i/%00.png", "/i/%00/thumbnail.webp"):
+    # A control character in the path is refused before routing (chitram.guard); a long id is
+    # simply not found.
+    for path, status in (
+        ("/api/v1/images/%00", 400),
+        ("/api/v1/images/" + "a" * 300, 404),
+        ("/i/%00.png", 400),
+        ("/i/%00/thumbnail.webp", 400),
+    ):
         response = await client.get(path)
-        assert response.status_code == 404, (path, response.text)
+        assert response.status_code == status, (path, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
     for method in ("PATCH", "DELETE"):
         response = await client.request(method, "/api/v1/images/%00", json={}, headers={"X-Delete-Token": "x"})
+        assert response.status_code == 400
+        response = await client.request(method, "/api/v1/images/" + "b" * 300, json={}, headers={"X-Delete-Token": "x"})
         assert response.status_code == 404
     huge = base64.urlsafe_b64encode(b"9" * 40).decode()
     assert (await client.get("/api/v1/images", params={"cursor": huge})).status_code == 400
