@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -753,7 +754,8 @@ def test_processor_runs_at_most_concurrency_jobs_at_once(
         finally:
             with lock:
                 state["active"] -= 1
-        return source.name
+        # Enough of a ProcessedImage for the processor's timing (it reads the content type).
+        return SimpleNamespace(name=source.name, content_type="image/png")
 
     monkeypatch.setattr(processing, "process_image", instrumented)
     monkeypatch.setattr(processing, "measure_image", lambda source, *, limits: 1)  # tiny jobs: budget never binds
@@ -785,5 +787,5 @@ def test_processor_runs_at_most_concurrency_jobs_at_once(
 
     asyncio.run(main())
     assert state["peak"] == concurrency
-    assert sorted(results) == [f"job-{index}" for index in range(jobs)]
+    assert sorted(result.name for result in results) == [f"job-{index}" for index in range(jobs)]
     assert loop_thread not in threads
