@@ -112,7 +112,7 @@ async def test_a_500_names_its_request_id_in_the_body_and_every_log_line(
     async def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(ImageService, "get_image", broken)
+    monkeypatch.setattr(ImageService, "get_image_for", broken)
     response = await client.get("/api/v1/images/abcdefghijkl", headers={"X-Request-ID": "report-me-1"})
     assert response.status_code == 500
     assert response.json()["request_id"] == "report-me-1" == response.headers["x-request-id"]
