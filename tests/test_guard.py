@@ -39,6 +39,11 @@ class Answer:
         return msgspec.json.decode(self.body)  # type: ignore[no-any-return]
 
 
+def form_headers(length: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a page form's POST declaring `length` bytes."""
+    return [(b"host", b"x"), (b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", length)]
+
+
 async def call(
     app: Litestar,
     *,
@@ -187,11 +192,7 @@ async def test_page_forms_are_refused_above_the_small_limit_by_declared_length(e
         embedded_app,
         method="POST",
         path="/login",
-        headers=[
-            (b"host", b"x"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", str(25 * 1024 * KIB).encode()),
-        ],
+        headers=form_headers(str(25 * 1024 * KIB).encode()),
         body=[b"email=a"],
     )
     assert answer.status == 413
@@ -239,11 +240,7 @@ async def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(tmp_path: Pat
             app,
             method="POST",
             path="/login",
-            headers=[
-                (b"host", b"x"),
-                (b"content-type", b"application/x-www-form-urlencoded"),
-                (b"content-length", b"4000"),
-            ],
+            headers=form_headers(b"4000"),
             body=trickle(b"a" * 10, every=0.05, total=4000),  # 200 bytes a second
         )
         elapsed = time.monotonic() - started
@@ -265,11 +262,7 @@ async def test_a_body_at_the_minimum_rate_may_take_longer_than_the_base_time(
             app,
             method="POST",
             path="/login",
-            headers=[
-                (b"host", b"x"),
-                (b"content-type", b"application/x-www-form-urlencoded"),
-                (b"content-length", b"2000"),
-            ],
+            headers=form_headers(b"2000"),
             body=trickle(b"a" * 100, every=0.05, total=2000),  # 2,000 bytes a second, for 1 s
         )
         elapsed = time.monotonic() - started
@@ -286,7 +279,7 @@ async def test_one_address_holds_only_its_share_of_requests(tmp_path: Path, sqli
         await stalled.wait()
         return {"type": "http.disconnect"}
 
-    form = [(b"host", b"x"), (b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", b"9")]
+    form = form_headers(b"9")
     async with AsyncTestClient(app), anyio.create_task_group() as holders:
         for _ in range(2):
             holders.start_soon(lambda: call(app, method="POST", path="/login", headers=form, body=never))

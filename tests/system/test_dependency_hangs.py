@@ -33,12 +33,16 @@ FAST = 0.5  # seconds: what an anonymous read may take while Redis hangs
 BREAKER_SECONDS = 1.0
 
 
-@pytest.fixture
-def redis_proxy(redis_service: RedisService) -> Iterator[FaultProxy]:
-    address = redis_service.tcp_address
-    assert address is not None, "the test Redis listens on TCP (tests/support/services.py)"
+def proxy_in_front(service: RedisService | PostgresService) -> Iterator[FaultProxy]:
+    address = service.tcp_address
+    assert address is not None, "the test services listen on TCP (tests/support/services.py)"
     with FaultProxy(*address) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def redis_proxy(redis_service: RedisService) -> Iterator[FaultProxy]:
+    yield from proxy_in_front(redis_service)
 
 
 @pytest.fixture
@@ -126,10 +130,7 @@ CLIENT_GIVES_UP = 1.0  # seconds after sending its last byte
 
 @pytest.fixture
 def pg_proxy(postgres: PostgresService) -> Iterator[FaultProxy]:
-    address = postgres.tcp_address
-    assert address is not None, "the test PostgreSQL listens on TCP (tests/support/services.py)"
-    with FaultProxy(*address) as proxy:
-        yield proxy
+    yield from proxy_in_front(postgres)
 
 
 @pytest.fixture
